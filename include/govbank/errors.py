@@ -1,0 +1,30 @@
+"""One error hierarchy, split by who has to act.
+
+``BankInputError`` is what a bank sent wrong: the file is rejected with a receipt and
+nobody retries. ``TransientError`` is what broke on our side or on the network:
+raise it and let Airflow retry.
+"""
+
+from __future__ import annotations
+
+
+class GovbankError(Exception):
+    """Root of every error the package raises on purpose."""
+
+
+class ConfigError(GovbankError):
+    """A contract, setting or connection is wrong: fix the configuration, do not retry."""
+
+
+class TransientError(GovbankError):
+    """Worth retrying: a dropped connection, a locked database, a server hiccup."""
+
+
+class BankInputError(GovbankError):
+    """A whole file cannot be accepted; carries a reason code and a Chinese message."""
+
+    def __init__(self, reason_code: str, message_zh: str, detail: str = "") -> None:
+        super().__init__(f"{reason_code}: {message_zh}" + (f" ({detail})" if detail else ""))
+        self.reason_code = reason_code
+        self.message_zh = message_zh
+        self.detail = detail

@@ -1,0 +1,184 @@
+"""Custom Great Expectations for Chinese identifiers (GB 32100 USCC, GB 11643 resident ID).
+
+Importing this module registers ``expect_column_values_to_be_valid_uscc`` and
+``expect_column_values_to_be_valid_resident_id`` with GX, so suites stored as JSON in
+``expectations/`` can name them. The rules themselves live in :mod:`govbank.checks`;
+these classes only adapt them to GX's column-map machinery. Like every GX map
+expectation they skip nulls, so optional fields (``legal_rep_id``) pass when empty.
+
+Only the pandas engine is implemented: a weighted modulo-31 check character has no
+portable SQL spelling, and the pipeline validates pandas frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pandas as pd
+from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations.metrics.map_metric_provider import (
+    ColumnMapMetricProvider,
+    column_condition_partial,
+)
+from great_expectations.render.renderer_configuration import (
+    RendererConfiguration,
+    RendererValueType,
+)
+
+from govbank.checks import is_valid_resident_id, is_valid_uscc
+from govbank.reference import uscc_exceptions
+
+__all__ = [
+    "ColumnValuesValidResidentId",
+    "ColumnValuesValidUscc",
+    "ExpectColumnValuesToBeValidResidentId",
+    "ExpectColumnValuesToBeValidUscc",
+]
+
+
+def _uscc_ok(value: object, exceptions: frozenset[str]) -> bool:
+    return value in exceptions or is_valid_uscc(value)
+
+
+class ColumnValuesValidUscc(ColumnMapMetricProvider):
+    """Row-wise metric: the value is a valid USCC or on the pilot-era exception list."""
+
+    condition_metric_name = "column_values.valid_uscc"
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
+        exceptions = uscc_exceptions()
+        return column.map(lambda v: _uscc_ok(v, exceptions)).astype(bool)
+
+
+class ColumnValuesValidResidentId(ColumnMapMetricProvider):
+    """Row-wise metric: the value is an 18-character resident ID with a valid check digit."""
+
+    condition_metric_name = "column_values.valid_resident_id"
+
+    @column_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
+        return column.map(is_valid_resident_id).astype(bool)
+
+
+def _template(renderer_configuration: RendererConfiguration, what: str) -> RendererConfiguration:
+    """Shared Data Docs sentence: '<column> values must be <what>'."""
+    renderer_configuration.add_param(name="column", param_type=RendererValueType.STRING)
+    renderer_configuration.add_param(name="mostly", param_type=RendererValueType.NUMBER)
+    params = renderer_configuration.params
+    template = f"$column values must be {what}"
+    if not renderer_configuration.include_column_name:
+        template = f"values must be {what}"
+    if params.mostly and params.mostly.value < 1.0:
+        renderer_configuration = ColumnMapExpectation._add_mostly_pct_param(
+            renderer_configuration=renderer_configuration
+        )
+        template += ", at least $mostly_pct % of the time"
+    renderer_configuration.template_str = template + "."
+    return renderer_configuration
+
+
+class ExpectColumnValuesToBeValidUscc(ColumnMapExpectation):
+    """Expect column entries to be valid unified social credit codes (GB 32100-2015).
+
+    A valid code has 18 characters from ``0-9A-HJ-NPQRTUWXY`` (no I, O, Z, S, V, no lower
+    case) and an 18th character equal to the check character (weights 3^(i-1) mod 31).
+    Codes on the reference list of legally valid pilot-era codes
+    (``include/reference/uscc_exceptions.csv``) pass even when their check fails.
+    Nulls are skipped.
+
+    Args:
+        column (str): The column to check.
+
+    Other Parameters:
+        mostly (float): Share of non-null rows that must pass. Default 1.
+
+    Code Examples:
+        Passing Case:
+            Input:
+                ExpectColumnValuesToBeValidUscc(column="uscc")
+                on uscc = ["91330304MA2XXXXXX0"-style valid codes, None]
+            Output:
+                {"success": true, "result": {"unexpected_count": 0}}
+
+        Failing Case:
+            Input:
+                ExpectColumnValuesToBeValidUscc(column="uscc")
+                on uscc = ["91330000100000000X"]  # wrong check character
+            Output:
+                {"success": false, "result": {"unexpected_count": 1,
+                 "partial_unexpected_list": ["91330000100000000X"]}}
+    """
+
+    map_metric = "column_values.valid_uscc"
+    success_keys = ("mostly",)
+    args_keys = ("column",)
+
+    library_metadata: ClassVar[dict[str, Any]] = {
+        "maturity": "production",
+        "tags": ["govbank", "column map expectation", "GB 32100-2015"],
+        "contributors": ["govbank"],
+        "requirements": [],
+    }
+
+    class Config:
+        title = "Expect column values to be valid USCC"
+
+    @classmethod
+    def _prescriptive_template(
+        cls, renderer_configuration: RendererConfiguration
+    ) -> RendererConfiguration:
+        return _template(
+            renderer_configuration, "valid unified social credit codes (GB 32100-2015)"
+        )
+
+
+class ExpectColumnValuesToBeValidResidentId(ColumnMapExpectation):
+    """Expect column entries to be valid 18-character resident ID numbers (GB 11643-1999).
+
+    Seventeen ASCII digits then a check character ``0-9`` or upper-case ``X`` computed
+    with the ISO 7064 MOD 11-2 weights. Nulls are skipped, so an optional ID passes
+    when empty.
+
+    Args:
+        column (str): The column to check.
+
+    Other Parameters:
+        mostly (float): Share of non-null rows that must pass. Default 1.
+
+    Code Examples:
+        Passing Case:
+            Input:
+                ExpectColumnValuesToBeValidResidentId(column="legal_rep_id")
+                on legal_rep_id = ["11010519491231002X", None]
+            Output:
+                {"success": true, "result": {"unexpected_count": 0}}
+
+        Failing Case:
+            Input:
+                ExpectColumnValuesToBeValidResidentId(column="legal_rep_id")
+                on legal_rep_id = ["110105194912310021"]  # check digit should be X
+            Output:
+                {"success": false, "result": {"unexpected_count": 1}}
+    """
+
+    map_metric = "column_values.valid_resident_id"
+    success_keys = ("mostly",)
+    args_keys = ("column",)
+
+    library_metadata: ClassVar[dict[str, Any]] = {
+        "maturity": "production",
+        "tags": ["govbank", "column map expectation", "GB 11643-1999"],
+        "contributors": ["govbank"],
+        "requirements": [],
+    }
+
+    class Config:
+        title = "Expect column values to be valid resident IDs"
+
+    @classmethod
+    def _prescriptive_template(
+        cls, renderer_configuration: RendererConfiguration
+    ) -> RendererConfiguration:
+        return _template(renderer_configuration, "valid resident ID numbers (GB 11643-1999)")

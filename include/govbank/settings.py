@@ -1,0 +1,45 @@
+"""Runtime settings, read from the environment when asked for (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONTRACTS_DIR = PROJECT_ROOT / "include" / "contracts"
+DEFAULT_EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+DEFAULT_LOCAL_DIR = PROJECT_ROOT / ".local"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things are. Every field has an environment variable (``GOVBANK_*``)."""
+
+    landing_dir: Path
+    archive_dir: Path
+    data_docs_dir: Path
+    contracts_dir: Path
+    expectations_dir: Path
+    warehouse_url: str
+    sftp_conn_id: str | None = None
+    chunk_rows: int = 50_000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        local = Path(env.get("GOVBANK_LOCAL_DIR", str(DEFAULT_LOCAL_DIR)))
+        return cls(
+            landing_dir=Path(env.get("GOVBANK_LANDING_DIR", str(local / "landing"))),
+            archive_dir=Path(env.get("GOVBANK_ARCHIVE_DIR", str(local / "archive"))),
+            data_docs_dir=Path(env.get("GOVBANK_DATA_DOCS_DIR", str(local / "data_docs"))),
+            contracts_dir=Path(env.get("GOVBANK_CONTRACTS_DIR", str(DEFAULT_CONTRACTS_DIR))),
+            expectations_dir=Path(
+                env.get("GOVBANK_EXPECTATIONS_DIR", str(DEFAULT_EXPECTATIONS_DIR))
+            ),
+            warehouse_url=env.get(
+                "GOVBANK_WAREHOUSE_URL", f"sqlite:///{(local / 'warehouse.db').as_posix()}"
+            ),
+            sftp_conn_id=env.get("GOVBANK_SFTP_CONN_ID") or None,
+            chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "50000")),
+        )

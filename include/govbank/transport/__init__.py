@@ -1,0 +1,58 @@
+"""Where bank files land: a local folder (embedded default) or an SFTP server.
+
+Both present the same small interface, ``Landing``, so every later stage works on
+local copies and never knows which one delivered the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    bank_code: str
+    name: str
+    size: int
+    mtime: float
+
+
+class Landing(Protocol):
+    def bank_codes(self) -> list[str]:
+        """Bank folders present on the landing (each has ``inbox/`` and ``outbox/``)."""
+        ...
+
+    def list_inbox(self, bank_code: str) -> list[RemoteFile]:
+        """Every file in the bank's inbox, with sizes, in one listing call."""
+        ...
+
+    def read_small(self, bank_code: str, name: str, limit: int = 65536) -> bytes:
+        """A small inbox file (a ``.ok`` control file)."""
+        ...
+
+    def fetch(self, bank_code: str, name: str, dest: Path, expected_size: int) -> None:
+        """Copy an inbox file to ``dest``; raise ``TransientError`` if it is not whole."""
+        ...
+
+    def write_outbox(self, bank_code: str, name: str, data: bytes) -> None:
+        """Write a receipt so that no reader ever sees half of it (temp name, then rename)."""
+        ...
+
+    def remove_inbox(self, bank_code: str, names: list[str]) -> None:
+        """Remove answered files (and their ``.ok``) from the inbox."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_landing(landing_dir: Path, sftp_conn_id: str | None = None) -> Landing:
+    """The landing the settings name: SFTP when a connection id is given, else the folder."""
+    if sftp_conn_id:
+        from govbank.transport.sftp import SftpLanding
+
+        return SftpLanding(sftp_conn_id)
+    from govbank.transport.local import LocalLanding
+
+    return LocalLanding(landing_dir)
