@@ -43,3 +43,8 @@ class Settings:
             sftp_conn_id=env.get("GOVBANK_SFTP_CONN_ID") or None,
             chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "50000")),
         )
+
+# Assets the DAGs update and listen to (plain strings: the package does not import Airflow)
+ASSET_BANK_FILES = "govbank://warehouse/bank_files"
+ASSET_ELICENSE_USAGE = "govbank://warehouse/fact_elicense_usage"
+ASSET_MARTS = "govbank://warehouse/marts"

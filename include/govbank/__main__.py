@@ -1,0 +1,90 @@
+"""Command line: ``python -m govbank <command>`` (migrate, kpi, ingest, marts).
+
+``ingest`` runs the stages without Airflow, for development and benchmarks; the
+daily job runs them through the DAGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from govbank.db import make_engine, upgrade
+from govbank.settings import Settings
+
+KPI_LABELS = {
+    "service_supermarkets": "政务服务超市（个）",
+    "service_supermarkets_opened_ytd": "其中今年新开（个）",
+    "self_service_terminals": "瓯e办自助终端（台）",
+    "mobile_service_vans": "政银服务流动车（辆）",
+    "banks_in_cooperation": "合作银行（家）",
+    "elicense_biz_total": "电子营业执照业务（笔）",
+    "elicense_account_openings": "一照开户（笔）",
+    "elicense_loans": "一照贷款（笔）",
+    "credit_amount_yuan": "授信金额（元）",
+    "drawn_amount_yuan": "用信金额（元）",
+}
+
+
+def print_kpi(settings: Settings) -> int:
+    from govbank.schema import mart_kpi
+
+    engine = make_engine(settings.warehouse_url)
+    with engine.connect() as conn:
+        as_of = conn.execute(select(mart_kpi.c.as_of).order_by(mart_kpi.c.as_of.desc())).scalar()
+        if as_of is None:
+            print("mart_kpi is empty: run the marts DAG first", file=sys.stderr)
+            return 1
+        rows = conn.execute(select(mart_kpi.c.metric, mart_kpi.c.value).where(mart_kpi.c.as_of == as_of))
+        values = dict(rows.tuples().all())
+    print(f"mart_kpi as of {as_of}")
+    for metric, label in KPI_LABELS.items():
+        value = Decimal(values.get(metric, 0))
+        text = f"{value:,.2f}" if metric.endswith("_yuan") else f"{value:,.0f}"
+        if metric.endswith("_yuan"):
+            text += f"  （{value / Decimal(100_000_000):.2f} 亿元）"
+        print(f"  {metric:<34}{label:<16}{text:>22}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m govbank")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("migrate", help="create or upgrade the warehouse schema (Alembic)")
+    sub.add_parser("kpi", help="print the latest mart_kpi figures")
+    ing = sub.add_parser("ingest", help="process every bank's inbox once, without Airflow")
+    ing.add_argument("--bank", action="append")
+    marts = sub.add_parser("marts", help="rebuild the marts")
+    marts.add_argument("--as-of", type=dt.date.fromisoformat)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    if args.cmd == "migrate":
+        upgrade(settings.warehouse_url)
+        return 0
+    if args.cmd == "kpi":
+        return print_kpi(settings)
+    if args.cmd == "ingest":
+        from govbank.pipeline import process_bank
+        from govbank.pseudonym import key_from_env
+        from govbank.runtime import build_context
+
+        ctx = build_context(settings, key_from_env())
+        for bank in args.bank or ctx.landing.bank_codes():
+            process_bank(ctx, bank)
+        return 0
+    if args.cmd == "marts":
+        from govbank.runtime import build_marts
+
+        print(build_marts(settings, args.as_of))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
