@@ -1,0 +1,181 @@
+"""The stages together, without Airflow: receipts, rejects, archive, duplicates, idempotence."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from govbank.pipeline import process_bank
+from govbank.runtime import build_context
+from govbank.schema import etl_file, etl_reject, fact_elicense_biz
+from govbank.settings import Settings
+from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
+
+OUTLET = (
+    "网点编号|网点名称|网点类型|所属镇街|地址|经度|纬度|启用日期|状态\n"
+    "W1|温州银行瓯海支行|政务服务超市|景山街道|府东路1号|120.62|27.99|2023-01-05|正常\n"
+    "W2|温州银行梧田支行|普通网点|330304002|梧田大道2号|||2020-01-01|正常\n"
+)
+ELIC_HEAD = "业务流水号|办理网点编号|业务类型|统一社会信用代码|企业名称|法定代表人|法定代表人证件号|业务日期|授信金额|用信金额|贷款产品|状态\n"
+GOOD_ID = "11010519491231002X"
+
+
+def _elic_rows(n: int) -> str:
+    return "".join(
+        f"B{i}|W1|一照贷款|91350100M000100Y43|温州某某鞋业有限公司{i}|张三|{GOOD_ID}|2023-06-01|1,000,000.00|800000|创业贷|有效\n"
+        for i in range(n)
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path, warehouse_url: str, validator):  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(
+        {"GOVBANK_LOCAL_DIR": str(tmp_path), "GOVBANK_WAREHOUSE_URL": warehouse_url}
+    )
+    ctx = build_context(settings, PSEUDONYM_KEY)
+    ctx.validator_factory = lambda: validator
+    return ctx, tmp_path / "landing"
+
+
+def _count(ctx, table, *where) -> int:  # type: ignore[no-untyped-def]
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def test_accepted_partial_duplicate_and_traceable_rejects(env) -> None:  # type: ignore[no-untyped-def]
+    ctx, landing = env
+    inbox = landing / "WZB" / "inbox"
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"), rows=2)
+    bad = (
+        "BX1|W1|一照贷款|91350100M000100Y44|坏校验位公司|李四||2023-06-01|100|200|x|有效\n"
+        'BX2|W9|一照开户|91350100M000100Y43|"=HYPERLINK(""http://x"")"|王五|110105194912310021|2023-06-01||||有效\n'
+    )
+    elic = (ELIC_HEAD + _elic_rows(40) + bad).encode("gb18030")
+    drop_file(inbox, "ELIC_WZB_20230601.txt", elic, rows=42)
+    outcomes = process_bank(ctx, "WZB")
+    assert [(o.status, o.rows_total, o.rows_loaded, o.rows_rejected) for o in outcomes] == [
+        ("accepted", 2, 2, 0),
+        ("partially_accepted", 42, 40, 2),
+    ]
+    outbox = landing / "WZB" / "outbox"
+    receipt = json.loads(
+        (outbox / "ELIC_WZB_20230601.txt.receipt.json").read_text(encoding="utf-8")
+    )
+    assert receipt["status"] == "partially_accepted"
+    assert receipt["sha256"] == hashlib.sha256(elic).hexdigest()
+    reasons = {(e["line"], e["reason_code"]) for e in receipt["errors"]}
+    assert {
+        (42, "INVALID_USCC"),
+        (42, "DRAWN_EXCEEDS_CREDIT"),
+        (43, "UNKNOWN_OUTLET"),
+        (43, "INVALID_RESIDENT_ID"),
+    } <= reasons
+    # the rejects file opens in Excel: BOM, Chinese messages, no live formula
+    raw = (outbox / "ELIC_WZB_20230601.txt.rejects.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    cells = [c for row in csv.reader(io.StringIO(raw.decode("utf-8-sig"))) for c in row]
+    assert "用信金额大于授信金额" in cells
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)
+    # the inbox is empty; raw bytes are archived unchanged
+    assert list(inbox.iterdir()) == []
+    with ctx.engine.connect() as conn:
+        archived = conn.execute(select(etl_file.c.archive_path, etl_file.c.sha256)).all()
+    for path, sha in archived:
+        assert hashlib.sha256((ctx.archive_dir / path).read_bytes()).hexdigest() == sha
+    # no raw ID and no name in the fact table; the key is keyed, not a plain hash
+    with ctx.engine.connect() as conn:
+        keys = set(conn.execute(select(fact_elicense_biz.c.legal_rep_key)).scalars())
+        dump = " ".join(str(v) for row in conn.execute(select(fact_elicense_biz)) for v in row)
+    assert GOOD_ID not in dump and "张三" not in dump
+    assert keys == {__import__("hmac").new(PSEUDONYM_KEY, GOOD_ID.encode(), "sha256").hexdigest()}
+    assert hashlib.sha256(GOOD_ID.encode()).hexdigest() not in keys
+    # etl_reject masks personal fields
+    with ctx.engine.connect() as conn:
+        values = list(conn.execute(select(etl_reject.c.value)).scalars())
+    assert "110105194912310021" not in values
+
+    # the same bytes again, under the same name: a duplicate, nothing new loaded
+    before = _count(ctx, fact_elicense_biz)
+    drop_file(inbox, "ELIC_WZB_20230601.txt", elic, rows=42)
+    # and under another name
+    drop_file(inbox, "ELIC_WZB_20230601_02.txt", elic, rows=42)
+    again = process_bank(ctx, "WZB")
+    assert [o.status for o in again] == ["duplicate", "duplicate"]
+    assert _count(ctx, fact_elicense_biz) == before
+    dup = json.loads((outbox / "ELIC_WZB_20230601_02.txt.receipt.json").read_text(encoding="utf-8"))
+    assert (
+        dup["status"] == "duplicate" and dup["duplicate_of"]["file_name"] == "ELIC_WZB_20230601.txt"
+    )
+    with ctx.engine.connect() as conn:
+        for total, loaded, rejected in conn.execute(
+            select(etl_file.c.rows_total, etl_file.c.rows_loaded, etl_file.c.rows_rejected)
+        ):
+            assert total == loaded + rejected
+
+
+@pytest.mark.parametrize(
+    ("name", "ok", "code"),
+    [
+        ("ELIC_WZB_20230601.txt", "sha256=" + "0" * 64, "OK_SHA256_MISMATCH"),
+        ("ELIC_WZB_20230601.txt", "rows=3", "OK_ROWS_MISMATCH"),
+        ("ELIC_ICBC_20230601.txt", "", "BANK_MISMATCH"),
+        ("ELIC-WZB-20230601.txt", "", "FILE_NAME_INVALID"),
+    ],
+)
+def test_file_level_rejections(env, name: str, ok: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    ctx, landing = env
+    inbox = landing / "WZB" / "inbox"
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"), rows=2)
+    data = (ELIC_HEAD + _elic_rows(2)).encode("gb18030")
+    (inbox / name).write_bytes(data)
+    (inbox / f"{name}.ok").write_text(ok)
+    outcomes = {o.file_name: o for o in process_bank(ctx, "WZB")}
+    assert outcomes[name].status == "rejected"
+    receipt = json.loads(
+        (landing / "WZB" / "outbox" / f"{name}.receipt.json").read_text(encoding="utf-8")
+    )
+    assert code in {e["reason_code"] for e in receipt["errors"]}
+    assert receipt["rows_loaded"] == 0
+    assert _count(ctx, fact_elicense_biz) == 0
+
+
+def test_bank_without_contract_is_rejected_and_kept(env) -> None:  # type: ignore[no-untyped-def]
+    ctx, landing = env
+    data = (ELIC_HEAD + _elic_rows(1)).encode()
+    drop_file(landing / "NEWBANK" / "inbox", "ELIC_NEWBANK_20230601.csv", data)
+    [outcome] = process_bank(ctx, "NEWBANK")
+    assert outcome.status == "rejected" and outcome.top_reasons[0][0] == "NO_CONTRACT"
+    with ctx.engine.connect() as conn:
+        path = conn.execute(select(etl_file.c.archive_path)).scalar_one()
+    assert (ctx.archive_dir / path).read_bytes() == data
+
+
+def test_too_many_invalid_rows_rejects_the_file(env) -> None:  # type: ignore[no-untyped-def]
+    ctx, landing = env
+    inbox = landing / "WZB" / "inbox"
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
+    rows = _elic_rows(5) + "".join(
+        f"Z{i}|W1|一照开户|BADUSCC|公司|||2023-06-01||||有效\n" for i in range(3)
+    )
+    drop_file(inbox, "ELIC_WZB_20230601.txt", (ELIC_HEAD + rows).encode("gb18030"))
+    outcomes = process_bank(ctx, "WZB")
+    assert (outcomes[1].status, outcomes[1].rows_total, outcomes[1].rows_rejected) == (
+        "rejected",
+        8,
+        8,
+    )
+    assert _count(ctx, fact_elicense_biz) == 0
+    assert _count(ctx, etl_reject, etl_reject.c.reason_code == "TOO_MANY_INVALID") == 1
+
+
+def test_contracts_shipped_are_valid() -> None:
+    from govbank.contracts import load_contracts
+
+    contracts = load_contracts(ROOT / "include" / "contracts")
+    assert {"WZB", "OHRCB", "CCBOH", "ABCOH", "ICBCOH"} <= set(contracts)
