@@ -20,7 +20,6 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
     os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
-    os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
     Path(home).mkdir(parents=True, exist_ok=True)
 
 

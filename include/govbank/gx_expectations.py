@@ -16,15 +16,21 @@ from typing import Any, ClassVar
 
 import pandas as pd
 from great_expectations.execution_engine import PandasExecutionEngine
-from great_expectations.expectations.expectation import ColumnMapExpectation
+from great_expectations.expectations.expectation import (
+    ColumnMapExpectation,
+    render_suite_parameter_string,
+)
 from great_expectations.expectations.metrics.map_metric_provider import (
     ColumnMapMetricProvider,
     column_condition_partial,
 )
+from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent
+from great_expectations.render.renderer.renderer import renderer
 from great_expectations.render.renderer_configuration import (
     RendererConfiguration,
     RendererValueType,
 )
+from great_expectations.render.util import num_to_str, substitute_none_for_missing
 
 from govbank.checks import is_valid_resident_id, is_valid_uscc
 from govbank.reference import uscc_exceptions
@@ -79,6 +85,35 @@ def _template(renderer_configuration: RendererConfiguration, what: str) -> Rende
     return renderer_configuration
 
 
+def _legacy_sentence(
+    configuration: Any, runtime_configuration: dict | None, what: str
+) -> list[RenderedStringTemplateContent]:
+    """The sentence on Data Docs validation and suite pages (GX's legacy renderer)."""
+    runtime_configuration = runtime_configuration or {}
+    params = substitute_none_for_missing(configuration.kwargs, ["column", "mostly"])
+    template = f"values must be {what}"
+    if runtime_configuration.get("include_column_name") is not False:
+        template = "$column " + template
+    mostly = params["mostly"]
+    if isinstance(mostly, (int, float)) and mostly < 1.0:
+        params["mostly_pct"] = num_to_str(mostly * 100, no_scientific=True)
+        template += ", at least $mostly_pct % of the time"
+    return [
+        RenderedStringTemplateContent(
+            content_block_type="string_template",
+            string_template={
+                "template": template + ".",
+                "params": params,
+                "styling": runtime_configuration.get("styling"),
+            },
+        )
+    ]
+
+
+_USCC_SENTENCE = "valid unified social credit codes (GB 32100-2015)"
+_RESIDENT_ID_SENTENCE = "valid resident ID numbers (GB 11643-1999)"
+
+
 class ExpectColumnValuesToBeValidUscc(ColumnMapExpectation):
     """Expect column entries to be valid unified social credit codes (GB 32100-2015).
 
@@ -98,17 +133,17 @@ class ExpectColumnValuesToBeValidUscc(ColumnMapExpectation):
         Passing Case:
             Input:
                 ExpectColumnValuesToBeValidUscc(column="uscc")
-                on uscc = ["91330304MA2XXXXXX0"-style valid codes, None]
+                on uscc = ["91330304MA2ABCDE0T", None]
             Output:
                 {"success": true, "result": {"unexpected_count": 0}}
 
         Failing Case:
             Input:
                 ExpectColumnValuesToBeValidUscc(column="uscc")
-                on uscc = ["91330000100000000X"]  # wrong check character
+                on uscc = ["91330304MA2ABCDE0X", "91330304ma2abcde0t"]  # check char, case
             Output:
-                {"success": false, "result": {"unexpected_count": 1,
-                 "partial_unexpected_list": ["91330000100000000X"]}}
+                {"success": false, "result": {"unexpected_count": 2,
+                 "partial_unexpected_list": ["91330304MA2ABCDE0X", "91330304ma2abcde0t"]}}
     """
 
     map_metric = "column_values.valid_uscc"
@@ -129,9 +164,19 @@ class ExpectColumnValuesToBeValidUscc(ColumnMapExpectation):
     def _prescriptive_template(
         cls, renderer_configuration: RendererConfiguration
     ) -> RendererConfiguration:
-        return _template(
-            renderer_configuration, "valid unified social credit codes (GB 32100-2015)"
-        )
+        return _template(renderer_configuration, _USCC_SENTENCE)
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    @render_suite_parameter_string
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict | None = None,
+        **kwargs: Any,
+    ) -> list[RenderedStringTemplateContent]:
+        return _legacy_sentence(configuration, runtime_configuration, _USCC_SENTENCE)
 
 
 class ExpectColumnValuesToBeValidResidentId(ColumnMapExpectation):
@@ -181,4 +226,16 @@ class ExpectColumnValuesToBeValidResidentId(ColumnMapExpectation):
     def _prescriptive_template(
         cls, renderer_configuration: RendererConfiguration
     ) -> RendererConfiguration:
-        return _template(renderer_configuration, "valid resident ID numbers (GB 11643-1999)")
+        return _template(renderer_configuration, _RESIDENT_ID_SENTENCE)
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    @render_suite_parameter_string
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict | None = None,
+        **kwargs: Any,
+    ) -> list[RenderedStringTemplateContent]:
+        return _legacy_sentence(configuration, runtime_configuration, _RESIDENT_ID_SENTENCE)

@@ -1,0 +1,348 @@
+"""Row rules of bank files and usage records, checked by Great Expectations.
+
+The rules are data (``expectations/<suite>.json``); each expectation carries
+``meta = {"reason_code", "field"}`` so a failure maps straight to a receipt line.
+This module turns a GX validation result into :class:`RowIssue` objects and, when a
+Data Docs folder is given, keeps a static Data Docs site of every validation there.
+
+``import great_expectations`` costs seconds, so it happens only when a
+:class:`Validator` is built: importing this module stays cheap (DAG files may do it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from govbank.datasets import PERSONAL_FIELDS
+from govbank.errors import ConfigError
+from govbank.pseudonym import mask
+from govbank.reasons import ROW_REASONS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SUITE_FILES: dict[str, str] = {
+    "OUTLET": "outlet.json",
+    "ELIC": "elic.json",
+    "USAGE": "elicense_usage.json",
+}
+LINE_COLUMN = "source_line"
+SITE_NAME = "govbank"
+RESULTS_SUBDIR = ".gx/validations"
+# the index page reloads this many stored results on every build (≈25 ms each for a
+# 50k-row chunk with a few hundred failures); older pages stay on disk, unlisted
+INDEX_LIMIT = 30
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """One rule broken by one row: what the bank reads in its rejects file."""
+
+    line: int
+    field: str
+    reason_code: str
+    message_zh: str
+
+
+@dataclass
+class ValidationOutcome:
+    success: bool
+    issues: list[RowIssue]
+    evaluated: int  # rows in the validated frame
+    docs_page: str | None  # relative to data_docs_dir, None without a site
+
+
+def _mask(value: object) -> object:
+    return None if value is None else mask(str(value))
+
+
+def _gx_param(value: Any) -> Any:
+    """Dates as full ISO datetimes: GX reads a bare date bound as ``datetime.date``,
+    which pandas refuses to compare with a datetime64 column."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time()).isoformat()
+    if isinstance(value, str) and _DATE_ONLY.match(value):
+        return value + "T00:00:00"
+    return value
+
+
+def _load_suite_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read expectation suite {path.name}: {exc}") from exc
+    for i, exp in enumerate(data.get("expectations", [])):
+        meta = exp.get("meta") or {}
+        if meta.get("reason_code") not in ROW_REASONS or not meta.get("field"):
+            raise ConfigError(
+                f"{path.name}: expectation #{i} ({exp.get('type')}) needs meta "
+                "reason_code (a row reason) and field"
+            )
+    return data
+
+
+def _columns_of(expectation: dict[str, Any]) -> set[str]:
+    kw = expectation.get("kwargs", {})
+    cols = {kw[k] for k in ("column", "column_A", "column_B") if k in kw}
+    cols.update(kw.get("column_list", []))
+    cond = kw.get("row_condition")
+    if isinstance(cond, dict) and isinstance(cond.get("column"), dict):
+        cols.add(cond["column"]["name"])
+    return cols
+
+
+class Validator:
+    """One GX context, reused for every chunk the pipeline validates.
+
+    With ``data_docs_dir`` the validation results are stored (personal values masked)
+    under ``<data_docs_dir>/.gx/validations`` and each validation renders its own
+    Data Docs page plus the index; earlier pages are not re-rendered.
+    """
+
+    def __init__(self, expectations_dir: Path, data_docs_dir: Path | None = None) -> None:
+        # GX logs and warns freely at INFO; task logs should show our lines, not its
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+                ProgressBarsConfig,
+            )
+
+            import govbank.gx_expectations  # noqa: F401  (registers the custom expectations)
+
+        self.expectations_dir = Path(expectations_dir)
+        self.data_docs_dir = Path(data_docs_dir).resolve() if data_docs_dir else None
+
+        defaults = InMemoryStoreBackendDefaults()
+        stores = defaults.stores
+        sites: dict[str, Any] = {}
+        if self.data_docs_dir is not None:
+            stores[defaults.validation_results_store_name] = {
+                "class_name": "ValidationResultsStore",
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(self.data_docs_dir / RESULTS_SUBDIR),
+                },
+            }
+            sites[SITE_NAME] = {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(self.data_docs_dir),
+                },
+                "site_index_builder": {
+                    "class_name": "DefaultSiteIndexBuilder",
+                    "validation_results_limit": INDEX_LIMIT,
+                },
+            }
+        config = DataContextConfig(
+            store_backend_defaults=defaults,
+            stores=stores,
+            data_docs_sites=sites,
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        )
+        self._context = gx.get_context(mode="ephemeral", project_config=config)
+        source = self._context.data_sources.add_pandas(SITE_NAME)
+
+        self._suites: dict[str, Any] = {}
+        self._suite_columns: dict[str, set[str]] = {}
+        self._batch_definitions: dict[str, Any] = {}
+        for dataset, fname in SUITE_FILES.items():
+            data = _load_suite_json(self.expectations_dir / fname)
+            try:
+                suite = gx.ExpectationSuite(**data)
+            except Exception as exc:  # GX raises several types for a bad suite
+                raise ConfigError(f"{fname} is not a valid expectation suite: {exc}") from exc
+            for exp in suite.expectations:  # the suite's Data Docs page shows these notes
+                code = exp.meta["reason_code"]
+                exp.notes = exp.notes or f"{code}（{exp.meta['field']}）：{ROW_REASONS[code]}"
+            self._suites[dataset] = self._context.suites.add(suite)
+            self._suite_columns[dataset] = set().union(
+                *(_columns_of(e) for e in data["expectations"])
+            )
+            asset = source.add_dataframe_asset(data["name"])
+            self._batch_definitions[dataset] = asset.add_batch_definition_whole_dataframe("frame")
+
+        if self.data_docs_dir is not None:
+            from great_expectations.data_context.types.resource_identifiers import (
+                ExpectationSuiteIdentifier,
+            )
+
+            # suite pages document the rules; cheap (three suites), refreshed per Validator
+            self._context.build_data_docs(
+                site_names=[SITE_NAME],
+                resource_identifiers=[
+                    ExpectationSuiteIdentifier(name=s.name) for s in self._suites.values()
+                ],
+                build_index=False,
+            )
+
+    def validate(
+        self,
+        dataset: str,
+        frame: pd.DataFrame,
+        *,
+        run_name: str,
+        params: dict[str, Any] | None = None,
+        build_index: bool = True,
+    ) -> ValidationOutcome:
+        """Check ``frame`` (``source_line`` + canonical columns) against the dataset's suite.
+
+        ``params`` fills the suite's ``$PARAMETER`` placeholders, e.g. ``file_date``.
+        ``build_index=False`` renders only this validation's page (for all chunks of a
+        file but the last, since the index costs more than the page).
+        An expectation that cannot run (missing column, bad parameter) raises
+        :class:`ConfigError`: it is our fault, never the bank's.
+        """
+        if dataset not in self._suites:
+            raise ConfigError(f"no expectation suite for dataset {dataset!r}")
+        missing = (self._suite_columns[dataset] | {LINE_COLUMN}) - set(frame.columns)
+        if missing:
+            raise ConfigError(f"{dataset} frame lacks columns: {', '.join(sorted(missing))}")
+        from great_expectations.exceptions import GreatExpectationsError
+
+        suite = self._suites[dataset]
+        try:
+            batch = self._batch_definitions[dataset].get_batch(
+                batch_parameters={"dataframe": _prepare(frame)}
+            )
+            result = batch.validate(
+                suite,
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": [LINE_COLUMN],
+                },
+                expectation_parameters={k: _gx_param(v) for k, v in (params or {}).items()},
+            )
+        except GreatExpectationsError as exc:  # e.g. a $PARAMETER without a value
+            raise ConfigError(f"{dataset} validation could not run: {exc}") from exc
+        issues = _issues(result)
+        _mask_personal(result)
+        docs_page = (
+            self._publish(result, suite.name, run_name, build_index) if self.data_docs_dir else None
+        )
+        return ValidationOutcome(
+            success=not issues, issues=issues, evaluated=len(frame), docs_page=docs_page
+        )
+
+    def _publish(self, result: Any, suite_name: str, run_name: str, build_index: bool) -> str:
+        """Store the result and render its page (and the index) into the Data Docs site."""
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        assert self.data_docs_dir is not None
+        run_id = RunIdentifier(
+            run_name=_UNSAFE.sub("_", run_name) or "run",
+            run_time=dt.datetime.now(dt.UTC),
+        )
+        result.meta["run_id"] = run_id
+        result.meta["validation_time"] = run_id.run_time
+        result.meta.setdefault("batch_spec", {})["data_asset_name"] = suite_name
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+            run_id=run_id,
+            batch_identifier=result.batch_id,
+        )
+        self._context.validation_results_store.set(key, result)
+        self._context.build_data_docs(
+            site_names=[SITE_NAME], resource_identifiers=[key], build_index=build_index
+        )
+        urls = self._context.get_docs_sites_urls(
+            resource_identifier=key, site_name=SITE_NAME, only_if_exists=True
+        )
+        url = urls[0]["site_url"] if urls else None
+        if not url:
+            raise ConfigError(f"Data Docs page for {run_name} was not written")
+        return Path(unquote(urlparse(url).path)).relative_to(self.data_docs_dir).as_posix()
+
+
+def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Make column types what GX's pandas metrics compare correctly.
+
+    GX compares datetimes vectorised only at nanosecond resolution (pandas 3 parses to
+    microseconds), and needs floats rather than ``Decimal`` objects for bounds.
+    """
+    import pandas as pd
+
+    changed: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        col = frame[name]
+        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col):
+            if not pd.api.types.is_datetime64_ns_dtype(col) and not (
+                isinstance(col.dtype, pd.DatetimeTZDtype) and col.dtype.unit == "ns"
+            ):
+                changed[name] = col.dt.as_unit("ns")
+        elif col.dtype == object and len(col):
+            sample = col.dropna()
+            if len(sample) and isinstance(sample.iloc[0], dt.date):
+                changed[name] = pd.to_datetime(col).dt.as_unit("ns")
+            elif len(sample) and type(sample.iloc[0]).__name__ == "Decimal":
+                changed[name] = col.astype("float64")
+    return frame.assign(**changed) if changed else frame
+
+
+def _issues(result: Any) -> list[RowIssue]:
+    """Failed expectations -> one RowIssue per failing row, ordered by line."""
+    seen: set[tuple[int, str, str]] = set()
+    for evr in result.results:
+        if evr.success:
+            continue
+        config = evr.expectation_config
+        if evr.exception_info and evr.exception_info.get("raised_exception", False):
+            raise ConfigError(
+                f"expectation {config.type} on {config.kwargs.get('column')} could not run: "
+                f"{evr.exception_info.get('exception_message')}"
+            )
+        for info in (evr.exception_info or {}).values():
+            if isinstance(info, dict) and info.get("raised_exception"):
+                raise ConfigError(
+                    f"expectation {config.type} on {config.kwargs.get('column')} could not "
+                    f"run: {info.get('exception_message')}"
+                )
+        index_list = (evr.result or {}).get("unexpected_index_list")
+        if not index_list:
+            raise ConfigError(f"expectation {config.type} failed without naming rows")
+        code, field = config.meta["reason_code"], config.meta["field"]
+        for row in index_list:
+            seen.add((int(row[LINE_COLUMN]), field, code))
+    return [RowIssue(line, field, code, ROW_REASONS[code]) for line, field, code in sorted(seen)]
+
+
+def _mask_personal(result: Any) -> None:
+    """Personal values never reach stored results or Data Docs pages."""
+    for evr in result.results:
+        if evr.expectation_config.kwargs.get("column") not in PERSONAL_FIELDS:
+            continue
+        res = evr.result or {}
+        column = evr.expectation_config.kwargs["column"]
+        for key in ("partial_unexpected_list", "unexpected_list"):
+            if key in res:
+                res[key] = [_mask(v) for v in res[key]]
+        for key in ("partial_unexpected_counts",):
+            if key in res:
+                res[key] = [{**c, "value": _mask(c["value"])} for c in res[key]]
+        for key in ("partial_unexpected_index_list", "unexpected_index_list"):
+            if key in res:
+                res[key] = [{**d, column: _mask(d[column])} if column in d else d for d in res[key]]

@@ -1,0 +1,485 @@
+"""The Great Expectations stage: suites, custom expectations, row issues, Data Docs.
+
+Real GX, no Airflow. One Validator per module: importing GX costs seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from govbank import datasets, reference
+from govbank.errors import ConfigError
+from govbank.reasons import ROW_REASONS
+from govbank.validate import SUITE_FILES, RowIssue, Validator
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTATIONS = ROOT / "expectations"
+FILE_DATE = dt.date(2023, 6, 15)
+USCC_OK = "91330304MA2ABCDE0T"
+USCC_OK2 = "91330304MA2ABCDE1X"
+ID_OK = "11010519491231002X"
+USAGE_FIELDS = (
+    "usage_id",
+    "uscc",
+    "enterprise_name",
+    "scene",
+    "bank_code",
+    "outlet_code",
+    "authorized_at",
+    "updated_at",
+    "status",
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data_docs")
+
+
+@pytest.fixture(scope="module")
+def validator(docs_dir: Path) -> Validator:
+    return Validator(EXPECTATIONS, docs_dir)
+
+
+def _suite(name: str) -> dict:
+    return json.loads((EXPECTATIONS / name).read_text(encoding="utf-8"))
+
+
+def _issues(out) -> set[tuple[int, str, str]]:
+    return {(i.line, i.field, i.reason_code) for i in out.issues}
+
+
+# ---------------------------------------------------------------- frames
+
+
+def elic_row(line: int, **over) -> dict:
+    row = {
+        "source_line": line,
+        "biz_id": f"B{line:06d}",
+        "outlet_code": "WZB-OH-001",
+        "biz_type": "一照贷款",
+        "uscc": USCC_OK,
+        "enterprise_name": "温州某某鞋业有限公司",
+        "legal_rep_id": ID_OK,
+        "biz_date": pd.Timestamp("2023-06-01"),
+        "credit_amount": 1_000_000.0,
+        "drawn_amount": 500_000.0,
+        "loan_product": "瓯e贷",
+        "status": "有效",
+    }
+    row.update(over)
+    return row
+
+
+def elic_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["biz_date"] = pd.to_datetime(frame["biz_date"])
+    for c in ("credit_amount", "drawn_amount"):
+        frame[c] = frame[c].astype("float64")
+    return frame
+
+
+def outlet_row(line: int, **over) -> dict:
+    row = {
+        "source_line": line,
+        "outlet_code": f"WZB-OH-{line:03d}",
+        "outlet_name": "景山政务服务超市",
+        "outlet_type": "政务服务超市",
+        "town_code": "330304001000",
+        "community": None,
+        "address": "温州市瓯海区景山街道某路1号",
+        "longitude": 120.6275,
+        "latitude": 27.9993,
+        "service_items": 120.0,
+        "opened_on": pd.Timestamp("2023-01-10"),
+        "status": "正常",
+    }
+    row.update(over)
+    return row
+
+
+def outlet_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame["opened_on"] = pd.to_datetime(frame["opened_on"])
+    for c in ("longitude", "latitude", "service_items"):
+        frame[c] = frame[c].astype("float64")
+    return frame
+
+
+def usage_row(line: int, **over) -> dict:
+    row = {
+        "source_line": line,
+        "usage_id": f"U2023061500{line:02d}",
+        "uscc": USCC_OK,
+        "enterprise_name": "温州某某鞋业有限公司",
+        "scene": "一照开户",
+        "bank_code": "WZB",
+        "outlet_code": "WZB-OH-001",
+        "authorized_at": "2023-06-15T09:31:02+08:00",
+        "updated_at": "2023-06-15T09:31:05+08:00",
+        "status": "有效",
+    }
+    row.update(over)
+    return row
+
+
+def usage_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for c in ("authorized_at", "updated_at"):
+        frame[c] = pd.to_datetime(frame[c])
+    return frame
+
+
+# ---------------------------------------------------------------- suites as data
+
+
+@pytest.mark.parametrize("fname", sorted(SUITE_FILES.values()))
+def test_suite_json_loads_and_every_expectation_has_a_reason(fname: str) -> None:
+    import great_expectations as gx
+
+    import govbank.gx_expectations  # noqa: F401  (registers the custom expectation types)
+
+    data = _suite(fname)
+    suite = gx.ExpectationSuite(**data)
+    assert suite.name == Path(fname).stem
+    assert len(suite.expectations) == len(data["expectations"]) > 0
+    fields = {f for ds in datasets.FIELDS for f in datasets.field_names(ds)}
+    fields |= set(USAGE_FIELDS)
+    for exp in data["expectations"]:
+        assert exp["meta"]["reason_code"] in ROW_REASONS, exp
+        assert exp["meta"]["field"] in fields, exp
+
+
+def test_suite_constants_match_the_package() -> None:
+    """Enums and the coordinate box are copied into JSON; they must not drift."""
+    outlet, elic, usage = (_suite(f) for f in ("outlet.json", "elic.json", "elicense_usage.json"))
+
+    def sets(suite: dict) -> dict[str, list[str]]:
+        return {
+            e["kwargs"]["column"]: e["kwargs"]["value_set"]
+            for e in suite["expectations"]
+            if e["type"] == "expect_column_values_to_be_in_set"
+        }
+
+    assert sets(outlet) == {
+        "outlet_type": list(datasets.OUTLET_TYPES),
+        "status": list(datasets.OUTLET_STATUSES),
+    }
+    assert sets(elic) == {
+        "biz_type": list(datasets.BIZ_TYPES),
+        "status": list(datasets.BIZ_STATUSES),
+    }
+    assert sets(usage) == {"scene": list(datasets.BIZ_TYPES), "status": list(datasets.BIZ_STATUSES)}
+    box = {
+        e["kwargs"]["column"]: (e["kwargs"]["min_value"], e["kwargs"]["max_value"])
+        for e in outlet["expectations"]
+        if e["meta"]["reason_code"] == "COORD_OUT_OF_AREA"
+    }
+    assert box == {
+        "longitude": tuple(float(x) for x in reference.OUHAI_LON),
+        "latitude": tuple(float(x) for x in reference.OUHAI_LAT),
+    }
+    lengths = {
+        e["kwargs"]["column"]: e["kwargs"]["max_value"]
+        for e in outlet["expectations"] + elic["expectations"]
+        if e["meta"]["reason_code"] == "TOO_LONG"
+    }
+    max_len = {f.name: f.max_len for fs in datasets.FIELDS.values() for f in fs if f.max_len}
+    assert lengths == {k: max_len[k] for k in ("outlet_code", "biz_id")}
+
+
+def test_importing_validate_does_not_import_gx() -> None:
+    code = "import sys, govbank.validate; sys.exit('great_expectations' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": "include"})
+    assert done.returncode == 0
+
+
+# ---------------------------------------------------------------- custom expectations
+
+
+@pytest.fixture(scope="module")
+def pandas_batch(validator: Validator):
+    """Validate one expectation on one column of values, in a throwaway GX context."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (
+        context.data_sources.add_pandas("t")
+        .add_dataframe_asset("t")
+        .add_batch_definition_whole_dataframe("t")
+    )
+
+    def run(expectation, values: list) -> tuple[bool, list]:
+        frame = pd.DataFrame({"v": values, "i": range(len(values))})
+        batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
+        res = batch.validate(
+            expectation,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["i"]},
+        )
+        assert not res.exception_info.get("raised_exception"), res.exception_info
+        return res.success, [d["v"] for d in res.result.get("unexpected_index_list") or []]
+
+    return run
+
+
+def test_uscc_expectation(pandas_batch) -> None:
+    from govbank.gx_expectations import ExpectColumnValuesToBeValidUscc
+
+    good = [USCC_OK, USCC_OK2, "91330000MA2C1B2A62", None]
+    bad = [
+        USCC_OK[:17] + "U",  # wrong check character
+        USCC_OK.lower(),
+        USCC_OK[:17],  # 17 characters
+        USCC_OK + "0",  # 19 characters
+        *(USCC_OK[:10] + c + USCC_OK[11:] for c in "IOZSV"),  # excluded letters in the body
+        *(USCC_OK[:17] + c for c in "IOZSV"),  # ... and as check character
+    ]
+    assert ExpectColumnValuesToBeValidUscc(column="v").expectation_type == (
+        "expect_column_values_to_be_valid_uscc"
+    )
+    ok, unexpected = pandas_batch(ExpectColumnValuesToBeValidUscc(column="v"), good)
+    assert ok and unexpected == []
+    ok, unexpected = pandas_batch(ExpectColumnValuesToBeValidUscc(column="v"), good + bad)
+    assert not ok and unexpected == bad
+
+
+def test_uscc_exception_list_passes() -> None:
+    from govbank.gx_expectations import _uscc_ok
+
+    pilot = "91330304MA2ABCDE0U"  # legally valid, fails the check character
+    assert not _uscc_ok(pilot, frozenset())
+    assert _uscc_ok(pilot, frozenset({pilot}))
+
+
+def test_resident_id_expectation(pandas_batch) -> None:
+    from govbank.gx_expectations import ExpectColumnValuesToBeValidResidentId
+
+    good = [ID_OK, "330304198001010011", None]
+    bad = [
+        ID_OK[:17] + "x",  # lower-case check character
+        "110105194912310021",  # wrong check digit
+        ID_OK[:17],
+        ID_OK + "1",
+        "1101051949123100AX",  # letters in the body
+    ]
+    ok, unexpected = pandas_batch(ExpectColumnValuesToBeValidResidentId(column="v"), good)
+    assert ok and unexpected == []
+    ok, unexpected = pandas_batch(ExpectColumnValuesToBeValidResidentId(column="v"), good + bad)
+    assert not ok and unexpected == bad
+
+
+# ---------------------------------------------------------------- row issues
+
+
+def test_valid_elic_passes(validator: Validator) -> None:
+    rows = [
+        elic_row(2),
+        elic_row(3, biz_type="一照开户", credit_amount=None, drawn_amount=None),
+        elic_row(4, legal_rep_id=None, loan_product=None, drawn_amount=1_000_000.0),
+        elic_row(5, biz_date=pd.Timestamp(FILE_DATE), status="撤销"),  # the file's own date
+        elic_row(6, biz_date=pd.Timestamp("2019-01-01"), drawn_amount=0.0),
+    ]
+    out = validator.validate(
+        "ELIC", elic_frame(rows), run_name="elic-ok", params={"file_date": FILE_DATE}
+    )
+    assert out.success and out.issues == [] and out.evaluated == 5
+
+
+def test_elic_reason_codes(validator: Validator) -> None:
+    cases: list[tuple[dict, set[tuple[str, str]]]] = [
+        ({"enterprise_name": None}, {("enterprise_name", "REQUIRED_MISSING")}),
+        ({"biz_id": "B" * 65}, {("biz_id", "TOO_LONG")}),
+        ({"outlet_code": "O" * 33}, {("outlet_code", "TOO_LONG")}),
+        ({"status": "无效"}, {("status", "INVALID_ENUM")}),
+        ({"biz_type": "一照销户"}, {("biz_type", "INVALID_ENUM")}),
+        ({"uscc": USCC_OK[:17] + "U"}, {("uscc", "INVALID_USCC")}),
+        ({"legal_rep_id": "110105194912310021"}, {("legal_rep_id", "INVALID_RESIDENT_ID")}),
+        ({"biz_date": pd.Timestamp("2023-06-16")}, {("biz_date", "DATE_IN_FUTURE")}),
+        ({"biz_date": pd.Timestamp("2018-12-31")}, {("biz_date", "DATE_TOO_EARLY")}),
+        ({"drawn_amount": -1.0}, {("drawn_amount", "NEGATIVE_NUMBER")}),
+        (
+            {"credit_amount": -5.0, "drawn_amount": -9.0},
+            {("credit_amount", "NEGATIVE_NUMBER"), ("drawn_amount", "NEGATIVE_NUMBER")},
+        ),
+        (
+            {"credit_amount": 100.0, "drawn_amount": 200.0},
+            {("drawn_amount", "DRAWN_EXCEEDS_CREDIT")},
+        ),
+        (
+            {"credit_amount": None, "drawn_amount": None},
+            {("credit_amount", "LOAN_AMOUNT_MISSING"), ("drawn_amount", "LOAN_AMOUNT_MISSING")},
+        ),
+        ({"drawn_amount": None}, {("drawn_amount", "LOAN_AMOUNT_MISSING")}),
+        (
+            {"biz_type": "一照开户", "drawn_amount": None},
+            {("credit_amount", "OPENING_HAS_AMOUNT")},
+        ),
+        ({"biz_id": "DUP"}, {("biz_id", "DUPLICATE_KEY")}),
+        ({"biz_id": "DUP"}, {("biz_id", "DUPLICATE_KEY")}),
+    ]
+    rows = [elic_row(2)] + [elic_row(10 + i, **over) for i, (over, _) in enumerate(cases)]
+    expected = {(10 + i, f, c) for i, (_, codes) in enumerate(cases) for f, c in codes}
+    out = validator.validate(
+        "ELIC", elic_frame(rows), run_name="elic-bad", params={"file_date": FILE_DATE}
+    )
+    assert not out.success
+    assert _issues(out) == expected
+    assert all(i.message_zh == ROW_REASONS[i.reason_code] for i in out.issues)
+    assert [i.line for i in out.issues] == sorted(i.line for i in out.issues)
+
+
+def test_valid_outlet_passes(validator: Validator) -> None:
+    rows = [
+        outlet_row(2),
+        outlet_row(3, outlet_type="普通网点", longitude=None, latitude=None, service_items=None),
+        outlet_row(4, outlet_type="自助终端", community="某村", status="暂停", service_items=0.0),
+        outlet_row(5, outlet_type="流动服务车", opened_on=pd.Timestamp(FILE_DATE), status="撤销"),
+    ]
+    out = validator.validate(
+        "OUTLET", outlet_frame(rows), run_name="outlet-ok", params={"file_date": FILE_DATE}
+    )
+    assert out.success and out.issues == [] and out.evaluated == 4
+
+
+def test_outlet_reason_codes(validator: Validator) -> None:
+    cases: list[tuple[dict, set[tuple[str, str]]]] = [
+        ({"address": None}, {("address", "REQUIRED_MISSING")}),
+        ({"outlet_code": "W" * 33}, {("outlet_code", "TOO_LONG")}),
+        ({"outlet_type": "银行网点", "longitude": None}, {("outlet_type", "INVALID_ENUM")}),
+        ({"status": "关闭"}, {("status", "INVALID_ENUM")}),
+        ({"town_code": None}, {("town", "UNKNOWN_TOWN")}),
+        ({"longitude": 121.5}, {("longitude", "COORD_OUT_OF_AREA")}),
+        ({"latitude": 27.5}, {("latitude", "COORD_OUT_OF_AREA")}),
+        ({"outlet_type": "自助终端", "latitude": None}, {("latitude", "COORD_MISSING")}),
+        (
+            {"longitude": None, "latitude": None},
+            {("longitude", "COORD_MISSING"), ("latitude", "COORD_MISSING")},
+        ),
+        ({"service_items": -1.0}, {("service_items", "NEGATIVE_NUMBER")}),
+        ({"opened_on": pd.Timestamp("2023-06-16")}, {("opened_on", "DATE_IN_FUTURE")}),
+        ({"outlet_code": "DUP"}, {("outlet_code", "DUPLICATE_KEY")}),
+        ({"outlet_code": "DUP"}, {("outlet_code", "DUPLICATE_KEY")}),
+    ]
+    rows = [outlet_row(2)] + [outlet_row(10 + i, **over) for i, (over, _) in enumerate(cases)]
+    expected = {(10 + i, f, c) for i, (_, codes) in enumerate(cases) for f, c in codes}
+    out = validator.validate(
+        "OUTLET", outlet_frame(rows), run_name="outlet-bad", params={"file_date": FILE_DATE}
+    )
+    assert _issues(out) == expected
+
+
+def test_usage_reason_codes(validator: Validator) -> None:
+    ok = validator.validate("USAGE", usage_frame([usage_row(1), usage_row(2)]), run_name="u-ok")
+    assert ok.success and ok.evaluated == 2
+    cases: list[tuple[dict, set[tuple[str, str]]]] = [
+        ({"bank_code": None}, {("bank_code", "REQUIRED_MISSING")}),
+        ({"enterprise_name": None, "outlet_code": None}, set()),  # optional
+        ({"scene": "一照销户"}, {("scene", "INVALID_ENUM")}),
+        ({"status": "无效"}, {("status", "INVALID_ENUM")}),
+        ({"uscc": USCC_OK.lower()}, {("uscc", "INVALID_USCC")}),
+        ({"usage_id": "U1"}, {("usage_id", "DUPLICATE_KEY")}),
+        ({"usage_id": "U1"}, {("usage_id", "DUPLICATE_KEY")}),
+    ]
+    rows = [usage_row(10 + i, **over) for i, (over, _) in enumerate(cases)]
+    expected = {(10 + i, f, c) for i, (_, codes) in enumerate(cases) for f, c in codes}
+    out = validator.validate("USAGE", usage_frame(rows), run_name="u-bad")
+    assert _issues(out) == expected
+
+
+def test_python_typed_columns_are_accepted(validator: Validator) -> None:
+    """Decimal amounts and datetime.date values (as normalise produces them) work too."""
+    frame = pd.DataFrame(
+        [
+            elic_row(
+                2,
+                biz_date=dt.date(2023, 6, 1),
+                credit_amount=Decimal("10.00"),
+                drawn_amount=Decimal("10.01"),
+            ),
+            elic_row(
+                3, biz_date=dt.date(2023, 6, 30), credit_amount=Decimal("10.00"), drawn_amount=None
+            ),
+        ]
+    )
+    out = validator.validate("ELIC", frame, run_name="typed", params={"file_date": "2023-06-15"})
+    assert _issues(out) == {
+        (2, "drawn_amount", "DRAWN_EXCEEDS_CREDIT"),
+        (3, "biz_date", "DATE_IN_FUTURE"),
+        (3, "drawn_amount", "LOAN_AMOUNT_MISSING"),
+    }
+
+
+def test_our_mistakes_raise_config_error(validator: Validator) -> None:
+    frame = elic_frame([elic_row(2)])
+    with pytest.raises(ConfigError, match="file_date"):
+        validator.validate("ELIC", frame, run_name="no-param")
+    with pytest.raises(ConfigError, match="uscc"):
+        validator.validate(
+            "ELIC", frame.drop(columns="uscc"), run_name="x", params={"file_date": FILE_DATE}
+        )
+    with pytest.raises(ConfigError, match="source_line"):
+        validator.validate(
+            "ELIC", frame.drop(columns="source_line"), run_name="x", params={"file_date": FILE_DATE}
+        )
+    with pytest.raises(ConfigError):
+        validator.validate("NOPE", frame, run_name="x")
+
+
+# ---------------------------------------------------------------- Data Docs
+
+
+def test_data_docs_page_names_the_failing_expectation(validator: Validator, docs_dir: Path) -> None:
+    secret_id = "110105194912310021"  # invalid, and personal data
+    rows = [elic_row(2), elic_row(7, uscc=USCC_OK[:17] + "U"), elic_row(8, legal_rep_id=secret_id)]
+    out = validator.validate(
+        "ELIC",
+        elic_frame(rows),
+        run_name="ELIC_WZB_20230615.csv#1",
+        params={"file_date": FILE_DATE},
+    )
+    assert out.issues == [
+        RowIssue(7, "uscc", "INVALID_USCC", ROW_REASONS["INVALID_USCC"]),
+        RowIssue(8, "legal_rep_id", "INVALID_RESIDENT_ID", ROW_REASONS["INVALID_RESIDENT_ID"]),
+    ]
+    assert out.docs_page and not Path(out.docs_page).is_absolute()
+    page = docs_dir / out.docs_page
+    html = page.read_text(encoding="utf-8")
+    assert "values must be valid unified social credit codes" in html
+    assert "values must be valid resident ID numbers" in html
+    assert USCC_OK[:17] + "U" in html  # the failing value, next to its source_line
+    assert secret_id not in html and "1****************1" in html
+    for stored in (docs_dir / ".gx").rglob("*.json"):
+        assert secret_id not in stored.read_text(encoding="utf-8")
+    index = (docs_dir / "index.html").read_text(encoding="utf-8")
+    assert out.docs_page in index
+    assert (docs_dir / "expectations" / "elic.html").exists()
+
+    # a second validation adds its page and keeps the first
+    again = validator.validate(
+        "ELIC",
+        elic_frame(rows[:1]),
+        run_name="ELIC_WZB_20230615.csv#2",
+        params={"file_date": FILE_DATE},
+    )
+    assert again.success and again.docs_page != out.docs_page
+    assert page.exists() and (docs_dir / again.docs_page).exists()
+    index = (docs_dir / "index.html").read_text(encoding="utf-8")
+    assert out.docs_page in index and again.docs_page in index
+
+
+def test_without_data_docs_there_is_no_page() -> None:
+    v = Validator(EXPECTATIONS)
+    out = v.validate("USAGE", usage_frame([usage_row(1)]), run_name="plain")
+    assert out.success and out.docs_page is None
