@@ -41,7 +41,7 @@ def print_kpi(settings: Settings) -> int:
             print("mart_kpi is empty: run the marts DAG first", file=sys.stderr)
             return 1
         rows = conn.execute(select(mart_kpi.c.metric, mart_kpi.c.value).where(mart_kpi.c.as_of == as_of))
-        values = dict(rows.tuples().all())
+        values = {metric: value for metric, value in rows}
     print(f"mart_kpi as of {as_of}")
     for metric, label in KPI_LABELS.items():
         value = Decimal(values.get(metric, 0))

@@ -18,6 +18,8 @@ def run_migrations_online() -> None:
         pg = is_postgres(engine)
         if pg:
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{PG_SCHEMA}"'))
+            # migrations name tables without a schema (they serve SQLite too)
+            connection.execute(text(f'SET search_path TO "{PG_SCHEMA}"'))
             connection.commit()
         context.configure(
             connection=connection,
