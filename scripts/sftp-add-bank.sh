@@ -112,6 +112,8 @@ CONF
 
 setup_pipeline() {  # pubkey-file
     [ "$(id -u)" = 0 ] || die "run as root"
+    ssh-keygen -l -f "$1" >/dev/null 2>&1 || die "$1 is not an OpenSSH public key"
+    check_root_path "$(dirname "$ROOT")"
     install -d -o root -g root -m 0755 "$ROOT"
     check_root_path "$ROOT"
     ensure_group "$LANDING_GROUP"
@@ -126,6 +128,7 @@ add_bank() {  # BANK_CODE pubkey-file
     local code=$1 key=$2 account
     [ "$(id -u)" = 0 ] || die "run as root"
     [[ $code =~ ^[A-Z0-9]{2,16}$ ]] || die "bank code must match [A-Z0-9]{2,16}: $code"
+    ssh-keygen -l -f "$key" >/dev/null 2>&1 || die "$key is not an OpenSSH public key"
     account=$PREFIX$(tr '[:upper:]' '[:lower:]' <<<"$code")
     [[ $account =~ ^[a-z_][a-z0-9_-]*$ ]] \
         || die "account name $account is not a valid user name; set GOVBANK_SFTP_PREFIX (e.g. bank_)"

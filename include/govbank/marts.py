@@ -127,8 +127,8 @@ def rebuild_bank_freshness(
     latest = {}
     for r in conn.execute(
         select(e.c.bank_code, e.c.dataset, e.c.received_at, e.c.status)
-        .where(e.c.dataset.is_not(None))
-        .order_by(e.c.received_at, e.c.file_id)
+        .where(e.c.dataset.is_not(None), e.c.status != "duplicate")
+        .order_by(e.c.business_date, e.c.received_at, e.c.file_id)
     ):
         latest[(r.bank_code, r.dataset)] = r
     rows = []
