@@ -56,3 +56,13 @@ def drop_file(
         lines.append(f"sha256={hashlib.sha256(data).hexdigest()}")
     (inbox / f"{name}.ok").write_text("\n".join(lines) + ("\n" if lines else ""))
     return inbox / name
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    """With GOVBANK_NO_SKIP=1 (make test, CI) a skipped test is a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("GOVBANK_NO_SKIP") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under GOVBANK_NO_SKIP=1: {report.longrepr}"
