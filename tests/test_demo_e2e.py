@@ -77,6 +77,22 @@ def test_kpi_matches_the_seed_report(demo) -> None:  # type: ignore[no-untyped-d
     assert "1,187,000,000.00" in demo["first_out"] and "837" in demo["first_out"]
 
 
+def test_reconciliation_shows_what_the_generator_intended(demo) -> None:  # type: ignore[no-untyped-def]
+    from govbank.schema import mart_reconciliation as r
+
+    intended = json.loads((demo["local"] / "elicense_expected.json").read_text(encoding="utf-8"))
+    with demo["engine"].connect() as conn:
+        got = conn.execute(
+            select(r.c.bank_code, r.c.month, r.c.scene, r.c.matched, r.c.bank_only, r.c.gov_only)
+        ).all()
+    as_rows = sorted(tuple(g) for g in got)
+    assert as_rows == sorted(
+        (i["bank_code"], i["month"], i["scene"], i["matched"], i["bank_only"], i["gov_only"]) for i in intended
+    )
+    assert sum(g.matched for g in got) > 0 and sum(g.bank_only for g in got) > 0 and sum(g.gov_only for g in got) > 0
+    assert "-> match" in demo["first_out"]
+
+
 def test_every_file_got_the_planned_answer(demo) -> None:  # type: ignore[no-untyped-def]
     drop = build_demo()
     expected = drop.expected()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -52,6 +54,28 @@ def print_kpi(settings: Settings) -> int:
     return 0
 
 
+def print_reconciliation(settings: Settings, expected: Path | None) -> int:
+    """Totals of mart_reconciliation, and whether they are what the demo generator intended."""
+    from sqlalchemy import func
+
+    from govbank.schema import mart_reconciliation as r
+
+    engine = make_engine(settings.warehouse_url)
+    with engine.connect() as conn:
+        got = conn.execute(
+            select(func.sum(r.c.matched), func.sum(r.c.bank_only), func.sum(r.c.gov_only))
+        ).one()
+    totals = dict(zip(("matched", "bank_only", "gov_only"), (int(v or 0) for v in got), strict=True))
+    print("mart_reconciliation: " + ", ".join(f"{k}={v}" for k, v in totals.items()))
+    if expected is None:
+        return 0
+    rows = json.loads(expected.read_text(encoding="utf-8"))
+    intended = {k: sum(row[k] for row in rows) for k in totals}
+    same = intended == totals
+    print(f"  intended by the generator: {intended} -> {'match' if same else 'MISMATCH'}")
+    return 0 if same else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m govbank")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -59,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("kpi", help="print the latest mart_kpi figures")
     ing = sub.add_parser("ingest", help="process every bank's inbox once, without Airflow")
     ing.add_argument("--bank", action="append")
+    rec = sub.add_parser("reconciliation", help="print the reconciliation totals")
+    rec.add_argument("--expected", type=Path, help="the generator's intended counts (JSON)")
     marts = sub.add_parser("marts", help="rebuild the marts")
     marts.add_argument("--as-of", type=dt.date.fromisoformat)
     args = parser.parse_args(argv)
@@ -69,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "kpi":
         return print_kpi(settings)
+    if args.cmd == "reconciliation":
+        return print_reconciliation(settings, args.expected)
     if args.cmd == "ingest":
         from govbank.pipeline import process_bank
         from govbank.pseudonym import key_from_env

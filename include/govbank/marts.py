@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from sqlalchemy import Connection, Date, and_, case, cast, delete, func, insert, select
 
 from govbank.contracts import BankContract
+from govbank.reconcile import rebuild_reconciliation
 from govbank.datasets import Dataset
 from govbank.schema import (
     dim_outlet,
@@ -168,12 +169,7 @@ def rebuild_all(
     rebuild_outlets_by_town(conn)
     rebuild_elicense_monthly(conn)
     rebuild_bank_freshness(conn, contracts, as_of)
-    try:
-        from govbank.reconcile import rebuild_reconciliation
-    except ImportError:  # the e-licence side is optional for a bank-files-only install
-        pass
-    else:
-        rebuild_reconciliation(conn)
+    rebuild_reconciliation(conn)
     return kpi_values(conn, as_of)
 
 

@@ -19,6 +19,7 @@ class Settings:
     landing_dir: Path
     archive_dir: Path
     data_docs_dir: Path
+    runs_dir: Path
     contracts_dir: Path
     expectations_dir: Path
     warehouse_url: str
@@ -33,6 +34,7 @@ class Settings:
             landing_dir=Path(env.get("GOVBANK_LANDING_DIR", str(local / "landing"))),
             archive_dir=Path(env.get("GOVBANK_ARCHIVE_DIR", str(local / "archive"))),
             data_docs_dir=Path(env.get("GOVBANK_DATA_DOCS_DIR", str(local / "data_docs"))),
+            runs_dir=Path(env.get("GOVBANK_ELICENSE_RUNS_DIR", str(local / "elicense_runs"))),
             contracts_dir=Path(env.get("GOVBANK_CONTRACTS_DIR", str(DEFAULT_CONTRACTS_DIR))),
             expectations_dir=Path(
                 env.get("GOVBANK_EXPECTATIONS_DIR", str(DEFAULT_EXPECTATIONS_DIR))
