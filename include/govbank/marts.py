@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from sqlalchemy import Connection, Date, and_, case, cast, delete, func, insert, select
 
 from govbank.contracts import BankContract
-from govbank.reconcile import rebuild_reconciliation
 from govbank.datasets import Dataset
+from govbank.reconcile import rebuild_reconciliation
 from govbank.schema import (
     dim_outlet,
     dim_town,
