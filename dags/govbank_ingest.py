@@ -1,8 +1,12 @@
 """
 ### govbank_ingest: bank files → warehouse
 
-Daily (21:00 Asia/Shanghai) and on demand. For **each bank** (one mapped task
-instance per bank, named after its code in the grid) it takes every complete file
+Daily (08:00 Asia/Shanghai) and on demand. For **each bank** (a mapped task group,
+one instance per bank) `wait_for_files` waits in reschedule mode (no worker slot held)
+until complete files are in the bank's inbox or the contract's deadline passes; a bank
+that is past its deadline and its cadence fails that sensor, which alerts (log, and the
+`govbank_alert_webhook` connection when configured) and shows in `mart_bank_freshness`,
+without holding the other banks back. `ingest_bank` then takes every complete file
 from the bank's `inbox/` (a data file counts once its `.ok` exists), in business-date
 order, OUTLET before ELIC of the same day, and runs the stages of the `govbank`
 package: register by sha256 (re-sent bytes get a `duplicate` receipt), archive the raw
@@ -25,8 +29,9 @@ Configuration: landing folder `GOVBANK_LANDING_DIR` or SFTP connection
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, PokeReturnValue, dag, task, task_group
 
+from govbank.airflow_support import alert_late_bank
 from govbank.settings import ASSET_BANK_FILES
 
 BANK_FILES = Asset(ASSET_BANK_FILES)
@@ -34,10 +39,10 @@ BANK_FILES = Asset(ASSET_BANK_FILES)
 
 @dag(
     dag_id="govbank_ingest",
-    schedule="0 21 * * *",
+    schedule="0 8 * * *",
     start_date=pendulum.datetime(2023, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=2,
     doc_md=__doc__,
     tags=["govbank", "ingest", "bank-files"],
     default_args={"owner": "govbank-data", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
@@ -57,33 +62,72 @@ def govbank_ingest():
         finally:
             landing.close()
 
-    @task(map_index_template="{{ bank_code }}")
-    def ingest_bank(bank_code: str) -> dict:
-        from airflow.sdk import get_current_context
-        from airflow.sdk.exceptions import AirflowFailException
+    @task_group
+    def bank(bank_code: str):  # type: ignore[no-untyped-def]
+        @task.sensor(
+            mode="reschedule",
+            poke_interval=600,
+            timeout=24 * 3600,
+            retries=0,
+            on_failure_callback=alert_late_bank,
+        )
+        def wait_for_files(bank_code: str, logical_date=None) -> PokeReturnValue:  # type: ignore[no-untyped-def]
+            """Free the worker slot between pokes; fail (and alert) only past the deadline."""
+            from airflow.sdk.exceptions import AirflowSensorTimeout
 
-        from govbank.airflow_support import pseudonym_key, settings
-        from govbank.errors import ConfigError
-        from govbank.pipeline import process_bank
-        from govbank.runtime import build_context
+            from govbank.airflow_support import settings
+            from govbank.alerts import check_bank
+            from govbank.contracts import load_contracts
+            from govbank.db import make_engine
+            from govbank.transport import open_landing
 
-        get_current_context()["bank_code"] = bank_code
-        try:
-            ctx = build_context(settings(), pseudonym_key())
-        except ConfigError as exc:  # retrying will not fix a bad contract or a missing key
-            raise AirflowFailException(str(exc)) from exc
-        try:
-            outcomes = process_bank(ctx, bank_code)
-        finally:
-            ctx.landing.close()
-            ctx.engine.dispose()
-        return {
-            "bank_code": bank_code,
-            "files": len(outcomes),
-            "by_status": {s: sum(o.status == s for o in outcomes) for s in {o.status for o in outcomes}},
-            "rows_loaded": sum(o.rows_loaded for o in outcomes),
-            "rows_rejected": sum(o.rows_rejected for o in outcomes),
-        }
+            s = settings()
+            landing = open_landing(s.landing_dir, s.sftp_conn_id)
+            engine = make_engine(s.warehouse_url)
+            now = pendulum.now("Asia/Shanghai")
+            day = pendulum.instance(logical_date or now).in_tz("Asia/Shanghai").date()
+            try:
+                state = check_bank(
+                    landing, engine, load_contracts(s.contracts_dir).get(bank_code), bank_code, day, now
+                )
+            finally:
+                landing.close()
+                engine.dispose()
+            print(state.message)
+            if state.late:
+                raise AirflowSensorTimeout(state.message)
+            return PokeReturnValue(is_done=state.ready)
+
+        @task(trigger_rule="all_done", map_index_template="{{ bank_code }}")
+        def ingest_bank(bank_code: str) -> dict:
+            """Runs after the wait even when the bank is late: whatever did arrive is answered."""
+            from airflow.sdk import get_current_context
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from govbank.airflow_support import pseudonym_key, settings
+            from govbank.errors import ConfigError
+            from govbank.pipeline import process_bank
+            from govbank.runtime import build_context
+
+            get_current_context()["bank_code"] = bank_code
+            try:
+                ctx = build_context(settings(), pseudonym_key())
+            except ConfigError as exc:  # retrying will not fix a bad contract or a missing key
+                raise AirflowFailException(str(exc)) from exc
+            try:
+                outcomes = process_bank(ctx, bank_code)
+            finally:
+                ctx.landing.close()
+                ctx.engine.dispose()
+            return {
+                "bank_code": bank_code,
+                "files": len(outcomes),
+                "by_status": {st: sum(o.status == st for o in outcomes) for st in {o.status for o in outcomes}},
+                "rows_loaded": sum(o.rows_loaded for o in outcomes),
+                "rows_rejected": sum(o.rows_rejected for o in outcomes),
+            }
+
+        wait_for_files(bank_code) >> ingest_bank(bank_code)
 
     @task(trigger_rule="all_done", outlets=[BANK_FILES])
     def publish() -> None:
@@ -91,9 +135,10 @@ def govbank_ingest():
 
     @task
     def all_banks_ingested() -> None:
-        """Runs only when every bank's task succeeded, so a failed bank turns the run red."""
+        """Runs only when every bank's tasks succeeded, so a failed or late bank turns the run red."""
 
-    per_bank = ingest_bank.expand(bank_code=banks())
+    per_bank = bank.expand(bank_code=banks())
     per_bank >> [publish(), all_banks_ingested()]
+
 
 govbank_ingest()
