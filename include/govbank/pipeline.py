@@ -130,6 +130,8 @@ class _Registered:
 def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile) -> FileOutcome:
     reg = _receive(ctx, bank_code, data)
     name = data.name
+    if reg is None:
+        return FileOutcome(name, bank_code, None, "taken_by_another_run")
     if reg.status == "duplicate":
         return _answer_duplicate(ctx, bank_code, name, reg, ok)
     if reg.status in FINAL:  # loaded earlier, the answer never reached the outbox
@@ -138,20 +140,50 @@ def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile)
         fname, expected_rows = _check_envelope(ctx, bank_code, name, ok, reg)
         _load_file(ctx, bank_code, fname, reg, expected_rows)
     except BankInputError as err:
-        _record_rejection(ctx, bank_code, name, reg, err)
+        try:
+            _record_rejection(ctx, bank_code, name, reg, err)
+        except _ClaimedElsewhere:
+            return FileOutcome(name, bank_code, None, "taken_by_another_run")
+    except _ClaimedElsewhere:
+        # a concurrent run loaded it first; that run answers the bank
+        return FileOutcome(name, bank_code, None, "taken_by_another_run")
     except OperationalError as exc:  # locked, connection cut: the transaction rolled back
         raise TransientError(f"loading {bank_code}/{name} failed, will retry: {exc}") from exc
     return _answer(ctx, bank_code, name, reg.file_id, ok)
 
 
-def _receive(ctx: Context, bank_code: str, data: RemoteFile) -> _Registered:
+class _ClaimedElsewhere(Exception):
+    """Another run finished this file while we were on it."""
+
+
+def _claim(conn, file_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Lock the file's row for this transaction; a second run waits here, then backs off.
+
+    The UPDATE takes a row lock (PostgreSQL) or the write lock (SQLite) that is held
+    until the file's transaction ends, so two runs never load the same file at once.
+    """
+    claimed = conn.execute(
+        update(etl_file)
+        .where(etl_file.c.file_id == file_id, etl_file.c.status == "processing")
+        .values(status="processing")
+    )
+    if claimed.rowcount != 1:
+        raise _ClaimedElsewhere(file_id)
+
+
+def _receive(ctx: Context, bank_code: str, data: RemoteFile) -> _Registered | None:
     """Fetch, hash and archive the raw bytes, then register them by digest."""
     received_at = now()
     incoming = ctx.archive_dir / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     tmp = incoming / f"{uuid.uuid4().hex}.part"
     try:
-        ctx.landing.fetch(bank_code, data.name, tmp, data.size)
+        try:
+            ctx.landing.fetch(bank_code, data.name, tmp, data.size)
+        except FileNotFoundError:
+            if _still_in_inbox(ctx, bank_code, data.name):
+                raise
+            return None  # answered and removed by a concurrent run
         digest = hashlib.sha256()
         with tmp.open("rb") as fh:
             while block := fh.read(1 << 20):
@@ -250,6 +282,7 @@ def _load_file(
     seen_keys: set[str] = set()
     loaded_at = now()
     with ctx.engine.begin() as conn:
+        _claim(conn, reg.file_id)
         outlets = known_outlets(conn, bank_code) if fname.dataset is Dataset.ELIC else set()
         for n, raw in enumerate(parsed.chunks):
             chunk = normalise_chunk(raw, columns, feed, fname.dataset)
@@ -431,6 +464,7 @@ def _record_rejection(ctx: Context, bank_code: str, name: str, reg: _Registered,
     rows_total = getattr(err, "rows_total", 0)
     row_issues = getattr(err, "issues", [])
     with ctx.engine.begin() as conn:
+        _claim(conn, reg.file_id)
         _write_rejects(conn, reg, name, row_issues)
         conn.execute(
             insert(etl_reject).values(
@@ -508,7 +542,17 @@ def _answer(ctx: Context, bank_code: str, name: str, file_id: int, ok: RemoteFil
     )
 
 
+def _still_in_inbox(ctx: Context, bank_code: str, name: str) -> bool:
+    names = {f.name for f in ctx.landing.list_inbox(bank_code)}
+    return name in names and f"{name}.ok" in names
+
+
 def _answer_duplicate(ctx: Context, bank_code: str, name: str, reg: _Registered, ok: RemoteFile) -> FileOutcome:
+    if not _still_in_inbox(ctx, bank_code, name):
+        # a concurrent run answered this very upload: do not overwrite its receipt
+        with ctx.engine.begin() as conn:
+            conn.execute(update(etl_file).where(etl_file.c.file_id == reg.file_id).values(answered_at=now()))
+        return FileOutcome(name, bank_code, None, "taken_by_another_run")
     with ctx.engine.connect() as conn:
         receipt, _ = _receipt_for(conn, reg.file_id)
         dup = conn.execute(select(etl_file.c.duplicate_of).where(etl_file.c.file_id == reg.file_id)).scalar_one()
