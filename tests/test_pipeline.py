@@ -179,3 +179,15 @@ def test_contracts_shipped_are_valid() -> None:
 
     contracts = load_contracts(ROOT / "include" / "contracts")
     assert {"WZB", "OHRCB", "CCBOH", "ABCOH", "ICBCOH"} <= set(contracts)
+
+
+def test_header_only_is_valid_and_unknown_headers_are_warned(env) -> None:  # type: ignore[no-untyped-def]
+    ctx, landing = env
+    inbox = landing / "WZB" / "inbox"
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.replace("状态\n", "状态|备注\n", 1)
+              .replace("|正常\n", "|正常|x\n").encode("gb18030"))
+    drop_file(inbox, "ELIC_WZB_20230601.txt", ELIC_HEAD.encode("gb18030"), rows=0)
+    outcomes = process_bank(ctx, "WZB")
+    assert [(o.status, o.rows_total) for o in outcomes] == [("accepted", 2), ("accepted", 0)]
+    receipt = json.loads((landing / "WZB" / "outbox" / "OUTLET_WZB_20230601.txt.receipt.json").read_text("utf-8"))
+    assert receipt["warnings"] == ["未识别的表头已忽略：备注"]

@@ -50,7 +50,8 @@ from govbank.transport import Landing, RemoteFile
 
 log = logging.getLogger(__name__)
 TZ = ZoneInfo("Asia/Shanghai")
-FINAL = ("accepted", "partially_accepted", "rejected")
+LOADED = ("accepted", "partially_accepted")
+FINAL = (*LOADED, "rejected")
 
 
 @dataclass
@@ -315,9 +316,8 @@ def _load_file(
             )
             err.rows_total = rows_total  # type: ignore[attr-defined]
             raise err
-        if rows_total == 0:
-            raise BankInputError("NO_DATA_ROWS", message("NO_DATA_ROWS"))
-        if rows_rejected / rows_total > feed.reject_threshold:
+        # a header-only file is valid v1: no new records (ELIC) or no outlets (OUTLET)
+        if rows_total and rows_rejected / rows_total > feed.reject_threshold:
             raise _TooManyInvalid(rows_total, issues, feed.reject_threshold, docs_page)
         if fname.dataset is Dataset.OUTLET:
             merge_outlets(conn, load_id, bank_code, fname.business_date, fname.name)
@@ -516,6 +516,7 @@ def _receipt_for(conn, file_id: int) -> tuple[Receipt, list[ReceiptError]]:  # t
         rows_loaded=f.rows_loaded,
         rows_rejected=f.rows_rejected,
         errors=errors,
+        warnings=(f.error or "").split("; ") if f.status in LOADED and f.error else [],
     )
     return receipt, errors
 

@@ -16,7 +16,6 @@ FILE_REASONS: dict[str, str] = {
     "HEADER_MISSING": "缺少必填表头",
     "HEADER_DUPLICATE": "表头重复",
     "DELIMITER_MISMATCH": "分隔符与约定不符",
-    "NO_DATA_ROWS": "文件只有表头，没有数据行",
     "TOO_MANY_INVALID": "无效行比例超过约定阈值，整个文件被拒收",
 }
 
