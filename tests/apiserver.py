@@ -224,5 +224,5 @@ def fresh_warehouse(kind: str, tmp_path: Path) -> Engine:
         engine.dispose()
     else:
         url = f"sqlite:///{(tmp_path / 'warehouse.db').as_posix()}"
-    upgrade(url, "0001" if kind == "postgresql" else "head")  # TMPCHECK
+    upgrade(url)
     return make_engine(url)

@@ -8,14 +8,17 @@ roll back together.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     and_,
     delete,
     exists,
     false,
+    func,
     insert,
     literal,
     not_,
@@ -82,8 +85,56 @@ def known_outlets(conn: Connection, bank_code: str) -> set[str]:
 
 
 def stage(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> None:  # type: ignore[no-untyped-def]
-    if rows:
+    """Put a chunk's rows into a staging table, tagged with ``load_id``.
+
+    PostgreSQL gets them through ``COPY ... FROM STDIN`` on the same DBAPI connection,
+    so they share the caller's transaction; SQLite gets one ``executemany``.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        copy_rows(conn, table, load_id, rows)
+    else:
         conn.execute(insert(table), [{"load_id": load_id, **r} for r in rows])
+
+
+def copy_rows(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> None:  # type: ignore[no-untyped-def]
+    """``COPY`` rows into ``table`` (psycopg 3), inside the SQLAlchemy connection's transaction.
+
+    The columns are the first row's keys, as with ``executemany``; a later row without
+    one of them raises ``KeyError`` instead of loading a silent NULL.
+    """
+    from psycopg import sql
+
+    names = [n for n in rows[0] if n != "load_id"]
+    unknown = set(names) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
+    # the raw cursor does not see SQLAlchemy's schema_translate_map: qualify by hand
+    schema = table.schema or conn.get_execution_options().get("schema_translate_map", {}).get(None)
+    target = sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, sql.SQL(", ").join(sql.Identifier(n) for n in ("load_id", *names))
+    )
+    driver = conn.connection.driver_connection
+    with driver.cursor() as cur, cur.copy(statement) as copy:
+        for r in rows:
+            copy.write_row((load_id, *(r[n] for n in names)))
+
+
+def lock_merge(conn: Connection, table_name: str, bank_codes: Iterable[str]) -> None:
+    """Serialise merges of one bank into one table across concurrent loads (PostgreSQL).
+
+    A transaction-scoped advisory lock: a second load of the same bank waits for the
+    first to commit, then merges against what it committed, instead of failing on a
+    key or deadlocking. Readers never wait for it. SQLite serialises writers anyway.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for code in sorted(set(bank_codes)):
+        digest = hashlib.sha256(f"govbank:{table_name}:{code}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        conn.execute(select(func.pg_advisory_xact_lock(literal(key, BigInteger))))
 
 
 def _differs(a, b):  # type: ignore[no-untyped-def]
@@ -99,6 +150,7 @@ def merge_outlets(
     snapshot date; an outlet the snapshot leaves out is closed and gets a 撤销 version.
     Versions opened on the same date (a second file of the day) are corrected in place.
     """
+    lock_merge(conn, dim_outlet.name, [bank_code])
     d, s = dim_outlet, stg_outlet.alias("s")
     staged = select(s).where(s.c.load_id == load_id, s.c.outlet_code == d.c.outlet_code)
     current_of_bank = and_(d.c.bank_code == bank_code, d.c.is_current == true())
@@ -177,6 +229,9 @@ def merge_outlets(
 def merge_elicense_biz(conn: Connection, load_id: str) -> None:
     """Upsert: the latest file's version of each (bank_code, biz_id) wins."""
     s = stg_elicense_biz
+    if conn.dialect.name == "postgresql":
+        banks = conn.execute(select(s.c.bank_code).where(s.c.load_id == load_id).distinct())
+        lock_merge(conn, fact_elicense_biz.name, banks.scalars())
     stmt = dialect_insert(conn, fact_elicense_biz).from_select(
         list(BIZ_COLUMNS), select(*(s.c[n] for n in BIZ_COLUMNS)).where(s.c.load_id == load_id)
     )

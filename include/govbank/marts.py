@@ -10,7 +10,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
-from sqlalchemy import Connection, Date, and_, case, cast, delete, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Date,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+)
 
 from govbank.contracts import BankContract
 from govbank.datasets import Dataset
@@ -100,7 +111,7 @@ def rebuild_elicense_monthly(conn: Connection) -> None:
     month = month_of(conn, f.c.biz_date)
     credit = func.sum(f.c.credit_amount_yuan)
     drawn = func.sum(f.c.drawn_amount_yuan)
-    utilisation = case((credit > 0, func.round(drawn * 1.0 / credit, 4)), else_=None)
+    utilisation = case((credit > 0, func.round(drawn * literal_column("1.0") / credit, 4)), else_=None)
     conn.execute(delete(mart_elicense_monthly))
     conn.execute(
         insert(mart_elicense_monthly).from_select(
