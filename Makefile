@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 VENV := .venv
 
-.PHONY: demo test lint venv bench clean airflow-standalone airflow-stop
+.PHONY: demo test lint venv bench clean airflow-standalone airflow-stop dashboard
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -32,3 +32,12 @@ bench: venv
 
 clean:
 	rm -rf .local test-artifacts
+
+airflow-standalone: venv
+	scripts/airflow-standalone.sh
+
+airflow-stop:
+	scripts/airflow-stop.sh
+
+dashboard: venv
+	bash -c 'source scripts/env.sh && exec python -m govbank.dashboard'

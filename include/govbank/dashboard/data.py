@@ -1,0 +1,236 @@
+"""What the dashboard reads: the marts and the reference dimensions, nothing else.
+
+The engine is the dashboard role's: on PostgreSQL a login that may only read the marts
+and dimensions (``docker/grant_dashboard.py``); on the embedded SQLite file, which has
+no roles, the file opened read-only (``mode=ro``), so the dashboard cannot write even
+by mistake.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import Engine, create_engine, func, select
+
+from govbank.errors import ConfigError
+from govbank.schema import (
+    dim_bank,
+    dim_town,
+    mart_bank_freshness,
+    mart_elicense_monthly,
+    mart_kpi,
+    mart_outlets_by_town,
+    mart_reconciliation,
+)
+from govbank.settings import Settings
+
+# the headline tiles: metric, label, unit, kind ("count" or "yi" = yuan shown in 亿元)
+HEADLINE: tuple[tuple[str, str, str, str], ...] = (
+    ("service_supermarkets", "政务服务超市", "个", "count"),
+    ("service_supermarkets_opened_ytd", "今年新开", "个", "count"),
+    ("self_service_terminals", "自助终端", "台", "count"),
+    ("elicense_account_openings", "一照开户", "笔", "count"),
+    ("elicense_loans", "一照贷款", "笔", "count"),
+    ("credit_amount_yuan", "授信", "亿元", "yi"),
+    ("drawn_amount_yuan", "用信", "亿元", "yi"),
+)
+SECONDARY: tuple[tuple[str, str, str, str], ...] = (
+    ("banks_in_cooperation", "合作银行", "家", "count"),
+    ("mobile_service_vans", "政银服务流动车", "辆", "count"),
+    ("elicense_biz_total", "电子营业执照业务", "笔", "count"),
+)
+DATASET_LABELS = {"OUTLET": "服务网点", "ELIC": "一照通办业务"}
+STATUS_LABELS = {
+    "accepted": "已接收",
+    "partially_accepted": "部分接收",
+    "rejected": "已拒收",
+    "duplicate": "重复文件",
+    "processing": "处理中",
+}
+
+
+def dashboard_url(env: dict[str, str] | None = None) -> str:
+    """The dashboard role's database URL.
+
+    ``GOVBANK_DASHBOARD_URL`` when set (PostgreSQL: the ``govbank_dashboard`` login);
+    otherwise the embedded SQLite warehouse, read-only. A PostgreSQL warehouse without a
+    dashboard URL is refused: the writer's credentials never serve the dashboard.
+    """
+    env = dict(os.environ if env is None else env)
+    if env.get("GOVBANK_DASHBOARD_URL"):
+        return env["GOVBANK_DASHBOARD_URL"]
+    warehouse = Settings.from_env(env).warehouse_url
+    if warehouse.startswith("sqlite:///"):
+        return readonly_sqlite_url(Path(warehouse.removeprefix("sqlite:///")))
+    raise ConfigError(
+        "the warehouse is not SQLite: set GOVBANK_DASHBOARD_URL (or the govbank_dashboard "
+        "connection) to the read-only dashboard role"
+    )
+
+
+def readonly_sqlite_url(path: Path) -> str:
+    """A SQLAlchemy URL that opens the SQLite file read-only (SQLite URI ``mode=ro``)."""
+    return f"sqlite:///file:{quote(str(Path(path).resolve()))}?mode=ro&uri=true"
+
+
+def make_dashboard_engine(url: str) -> Engine:
+    """An engine on the dashboard's URL; PostgreSQL tables resolve in schema ``govbank``."""
+    if url.startswith("sqlite:"):
+        if "mode=ro" not in url:
+            raise ConfigError("the dashboard opens SQLite read-only: use readonly_sqlite_url()")
+        return create_engine(url, connect_args={"timeout": 30})
+    from govbank.db import make_engine
+
+    return make_engine(url)
+
+
+@dataclass(frozen=True)
+class Town:
+    code: str
+    name: str
+    kind: str
+    longitude: float | None
+    latitude: float | None
+    by_type: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_type.values())
+
+
+@dataclass(frozen=True)
+class Freshness:
+    bank_code: str
+    dataset: str
+    last_business_date: dt.date | None
+    last_received_at: dt.datetime | None
+    last_status: str | None
+    expected_every_days: int
+    days_late: int
+    is_late: bool
+
+
+@dataclass
+class DashboardData:
+    as_of: dt.date | None
+    as_of_choices: list[dt.date]
+    kpi: dict[str, Decimal]
+    banks: dict[str, str]  # code -> name
+    towns: list[Town]
+    # bank -> month -> records (both biz types) and amounts of loans
+    monthly_records: dict[str, dict[str, int]] = field(default_factory=dict)
+    monthly_credit: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    # bank -> (matched, bank_only, gov_only)
+    reconciliation: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    freshness: list[Freshness] = field(default_factory=list)
+
+    @property
+    def months(self) -> list[str]:
+        return sorted({m for per in self.monthly_records.values() for m in per})
+
+
+def _date(value: object) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value  # type: ignore[return-value]
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
+    """Everything the page shows, for ``as_of`` (default: the date of the last mart rebuild)."""
+    with engine.connect() as conn:
+        choices = [
+            _date(d)
+            for d in conn.execute(
+                select(mart_kpi.c.as_of).distinct().order_by(mart_kpi.c.as_of.desc())
+            ).scalars()
+        ]
+        choices = [d for d in choices if d is not None]
+        if as_of is None or as_of not in choices:
+            # the whole-table marts (towns, trend, freshness) are those of the last rebuild,
+            # whose date mart_bank_freshness records: show the tiles of that same date
+            rebuilt = _date(conn.execute(select(func.max(mart_bank_freshness.c.as_of))).scalar())
+            as_of = rebuilt if rebuilt in choices else (choices[0] if choices else None)
+        kpi = {
+            metric: Decimal(str(value))
+            for metric, value in conn.execute(
+                select(mart_kpi.c.metric, mart_kpi.c.value).where(mart_kpi.c.as_of == as_of)
+            )
+        }
+        banks = dict(conn.execute(select(dim_bank.c.bank_code, dim_bank.c.bank_name)).all())
+
+        by_town: dict[str, dict[str, int]] = defaultdict(dict)
+        for r in conn.execute(
+            select(
+                mart_outlets_by_town.c.town_code,
+                mart_outlets_by_town.c.outlet_type,
+                func.sum(mart_outlets_by_town.c.outlets),
+            ).group_by(mart_outlets_by_town.c.town_code, mart_outlets_by_town.c.outlet_type)
+        ):
+            by_town[r[0]][r[1]] = int(r[2])
+        towns = [
+            Town(
+                t.town_code,
+                t.town_name,
+                t.town_kind,
+                float(t.longitude) if t.longitude is not None else None,
+                float(t.latitude) if t.latitude is not None else None,
+                by_town.get(t.town_code, {}),
+            )
+            for t in conn.execute(select(dim_town).order_by(dim_town.c.town_code))
+        ]
+
+        m = mart_elicense_monthly.c
+        records: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        credit: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for r in conn.execute(
+            select(m.bank_code, m.month, m.biz_type, m.records, m.credit_amount_yuan)
+        ):
+            records[r.bank_code][r.month] += int(r.records)
+            if r.credit_amount_yuan is not None:
+                credit[r.bank_code][r.month] += Decimal(str(r.credit_amount_yuan))
+
+        rc = mart_reconciliation.c
+        reconciliation = {
+            r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0))
+            for r in conn.execute(
+                select(rc.bank_code, func.sum(rc.matched), func.sum(rc.bank_only), func.sum(rc.gov_only))
+                .group_by(rc.bank_code)
+                .order_by(rc.bank_code)
+            )
+        }
+
+        f = mart_bank_freshness.c
+        freshness = [
+            Freshness(
+                r.bank_code,
+                r.dataset,
+                _date(r.last_business_date),
+                r.last_received_at,
+                r.last_status,
+                int(r.expected_every_days),
+                int(r.days_late),
+                bool(r.is_late),
+            )
+            for r in conn.execute(
+                select(mart_bank_freshness).order_by(
+                    f.is_late.desc(), f.days_late.desc(), f.bank_code, f.dataset
+                )
+            )
+        ]
+    return DashboardData(
+        as_of=as_of,
+        as_of_choices=choices,
+        kpi=kpi,
+        banks=banks,
+        towns=towns,
+        monthly_records={b: dict(v) for b, v in records.items()},
+        monthly_credit={b: dict(v) for b, v in credit.items()},
+        reconciliation=reconciliation,
+        freshness=freshness,
+    )

@@ -1,0 +1,463 @@
+"""What people see, in a real browser: the Airflow UI, Data Docs and the dashboard.
+
+Debian's Chromium (``/usr/bin/chromium``, never a downloaded browser) driven by
+Playwright. ``scripts/airflow-standalone.sh`` starts Airflow on loopback with the
+project's settings in a fresh folder holding the demo drop; the test logs in through
+the UI, sees the DAGs and their docs, runs the ingest and marts DAGs (triggered through
+the REST API, as of 2023-06-15 like the demo), opens a failed validation's Data Docs
+from the task instance's tab, then reads the dashboard's tiles, inside Airflow and
+served on its own behind its own login: they must be ``mart_kpi``'s figures, which are
+the seed report's. Every request the browser makes must stay on this machine: the pages
+work offline. ``scripts/airflow-stop.sh`` must then leave no process behind.
+
+Screenshots go to ``test-artifacts/screenshots/``; with ``GOVBANK_UPDATE_SCREENSHOTS=1``
+(or when they are missing) the DAG grid and the dashboard are copied to ``docs/images/``
+for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from govbank.dashboard import PasswordGate, fmt
+from govbank.dashboard.data import HEADLINE, SECONDARY, make_dashboard_engine, readonly_sqlite_url
+from govbank.dashboard.offline import CDN_FILES, asset_path, offline_html
+from govbank.demo import EXPECTED_KPI, build_demo, write_drop
+from govbank.schema import etl_reject, mart_kpi
+from tests.conftest import ROOT
+
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+README_IMAGES = ROOT / "docs" / "images"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+AS_OF = "2023-06-15"
+LOGICAL_DATE = f"{AS_OF}T08:00:00+08:00"  # the daily schedule's slot, in the district's zone
+RUN_TIMEOUT = 600  # seconds for one DAG run on a busy 2-core machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group_alive(pgid: int) -> bool:
+    """A process of the group still runs (zombies waiting to be reaped do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- fast checks, no services
+
+
+def test_numbers_are_written_the_chinese_way() -> None:
+    assert fmt.count_zh(837) == "837"
+    assert fmt.count_zh(12_345) == "1.23万"
+    assert fmt.count_zh(250_000_000) == "2.5亿"
+    assert fmt.yi(Decimal("1187000000.00")) == "11.87"
+    assert fmt.amount_zh(4_800_000) == "480万元"
+    assert fmt.amount_zh(Decimal("1040000000")) == "10.40亿元"
+    assert fmt.percent(Decimal("0.8372")) == "83.7%"
+
+
+def test_data_docs_pages_are_rewritten_to_load_nothing_remote() -> None:
+    page = (
+        '<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css"/>'
+        '<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>'
+        '<script src="https://cdn.jsdelivr.net/npm/vega@5"></script>'
+        '<script src="https://example.org/unknown.js"></script>'
+        "<style>.a{background:url('https://great-expectations-web-assets.s3.amazonaws.com/x.png')}</style>"
+        '<img src="https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png?d=1"/>'
+        '<a href="https://greatexpectations.io">a link, not a load</a>'
+    )
+    out = offline_html(page, "validations/elic/f_1/t/page.html", "../../../../../_assets")
+    assert 'href="../../../../../_assets/bootstrap.min.css"' in out
+    assert 'src="../../../../../_assets/jquery.min.js"' in out
+    assert "vega" not in out and "example.org" not in out and "url(" not in out
+    assert 'src="../../../../static/images/logo-long.png"' in out
+    assert 'href="https://greatexpectations.io"' in out
+    for name in {v for v in CDN_FILES.values() if v}:
+        path = asset_path(name)
+        assert path is not None and path.is_file() and path.stat().st_size > 0, name
+    assert asset_path("../settings.py") is None
+
+
+def test_dashboard_sessions_are_signed_and_expire() -> None:
+    gate = PasswordGate("district", "a-password", secret=b"k" * 32, max_age=60)
+    value = gate.session_value("district", now=1000.0)
+    assert gate.check(value, now=1030.0) == "district"
+    assert gate.check(value, now=1061.0) is None  # expired
+    assert gate.check(value[:-2] + "xx", now=1030.0) is None  # tampered
+    assert PasswordGate("district", "a-password").check(value, now=1030.0) is None  # other key
+
+
+# ---------------------------------------------------------------- Airflow and Chromium
+
+
+@dataclass
+class Airflow:
+    base: str
+    env: dict[str, str]
+    local: Path
+    home: Path
+    user: str
+    password: str
+    pgid: int
+
+    def token(self) -> dict[str, str]:
+        r = requests.post(
+            f"{self.base}/auth/token",
+            json={"username": self.user, "password": self.password},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def run_dag(self, dag_id: str, run_id: str) -> dict:
+        """Trigger a run as of the demo's date through the REST API; wait until it ends."""
+        auth = self.token()
+        r = requests.post(
+            f"{self.base}/api/v2/dags/{dag_id}/dagRuns",
+            json={"dag_run_id": run_id, "logical_date": LOGICAL_DATE},
+            headers=auth,
+            timeout=30,
+        )
+        assert r.status_code in (200, 201), r.text
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                run = requests.get(
+                    f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", headers=auth, timeout=60
+                ).json()
+            except requests.RequestException:  # a busy SQLite can hold the API server a while
+                continue
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(3)
+        pytest.fail(f"{dag_id} run {run_id} did not finish in {RUN_TIMEOUT} s")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    """Airflow standalone through the project's own scripts, on the demo drop."""
+    root = tmp_path_factory.mktemp("browser")
+    local, home = root / "local", root / "airflow"
+    write_drop(build_demo(), local / "landing")
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW_", "AIRFLOW__", "GOVBANK_"))
+    }
+    env.update(
+        GOVBANK_LOCAL_DIR=str(local),
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        GOVBANK_PSEUDONYM_KEY="browser-test-key-0123456789abcdef",
+        # no time-based runs: the test runs the DAGs as of the demo's date itself
+        GOVBANK_SCHEDULES="off",
+        AIRFLOW_PORT=str(port),
+        AIRFLOW_START_TIMEOUT="420",
+    )
+    start = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "airflow-standalone.sh")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    pidfile = home / "standalone.pid"
+    pgid = int(pidfile.read_text()) if pidfile.is_file() and pidfile.read_text().strip() else 0
+    try:
+        assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
+        assert "simple_auth_manager_passwords.json.generated" in start.stdout
+        passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
+        user, password = next(iter(passwords.items()))
+        yield Airflow(f"http://127.0.0.1:{port}", env, local, home, user, password, pgid)
+    finally:
+        stop = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "airflow-stop.sh")],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        left = pgid and _group_alive(pgid)
+        if left:  # never leave Airflow running, whatever the test says
+            os.killpg(pgid, signal.SIGKILL)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert not left, f"processes of group {pgid} survived scripts/airflow-stop.sh"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: scripts/system-deps.sh installs it"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Offline:
+    """Lets the browser reach only this machine; remembers anything else it tried."""
+
+    def __init__(self, context, allowed: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+        self.blocked: list[str] = []
+        self.allowed = allowed
+        context.route("**/*", self._route)
+
+    def _route(self, route) -> None:  # type: ignore[no-untyped-def]
+        url = route.request.url
+        if url.startswith(self.allowed) or url.startswith("data:"):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+
+def _shot(page, name: str, full_page: bool = False) -> Path:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def _publish(shot: Path, name: str) -> None:
+    target = README_IMAGES / name
+    if os.environ.get("GOVBANK_UPDATE_SCREENSHOTS") == "1" or not target.exists():
+        README_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
+
+
+def _expected_tiles(warehouse: Path) -> dict[str, str]:
+    """mart_kpi as of the demo's date, as the tiles must show it (read read-only)."""
+    engine = make_dashboard_engine(readonly_sqlite_url(warehouse))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(mart_kpi.c.metric, mart_kpi.c.value).where(mart_kpi.c.as_of == AS_OF)
+            ).all()
+    finally:
+        engine.dispose()
+    values = {metric: Decimal(str(value)) for metric, value in rows}
+    assert values == EXPECTED_KPI  # the marts tell the seed report's story
+    tiles = {}
+    for metric, _label, _unit, kind in (*HEADLINE, *SECONDARY):
+        v = values[metric]
+        # written independently of the dashboard's formatter: 亿元 with 2 decimals, counts plain
+        tiles[metric] = f"{(v / Decimal(10**8)):.2f}" if kind == "yi" else str(int(v))
+    return tiles
+
+
+def _reject_line(warehouse: Path, file_name: str) -> int:
+    engine = make_dashboard_engine(readonly_sqlite_url(warehouse))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                select(etl_reject.c.line).where(etl_reject.c.file_name == file_name)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _read_tiles(frame) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    tiles = frame.locator(".tile")
+    return {
+        tiles.nth(i).get_attribute("data-metric"): tiles.nth(i).locator(".tile-value").inner_text().strip()
+        for i in range(tiles.count())
+    }
+
+
+def _plugin_frame(page, path_part: str):  # type: ignore[no-untyped-def]
+    """The iframe Airflow shows a plugin page in, once it has loaded that page."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            # not the main frame: Airflow mirrors the iframe's path into its own URL
+            if frame is not page.main_frame and path_part in frame.url:
+                frame.wait_for_load_state()
+                return frame
+        page.wait_for_timeout(500)  # not time.sleep: Playwright handles its events meanwhile
+    pytest.fail(f"no frame showing {path_part}; frames: {[f.url for f in page.frames]}")
+
+
+@pytest.mark.integration
+def test_airflow_ui_data_docs_and_dashboard_in_chromium(airflow: Airflow, browser) -> None:  # type: ignore[no-untyped-def]
+    # Airflow's UI in English (the labels below are its English ones)
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, locale="en-US", timezone_id="Asia/Shanghai"
+    )
+    offline = Offline(context, (airflow.base + "/",))
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+
+    # log in through the UI
+    page.goto(f"{airflow.base}/")
+    page.wait_for_url("**/auth/login**")
+    page.fill("input[name=username]", airflow.user)
+    page.fill("input[name=password]", airflow.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    # every DAG, with its docs
+    page.goto(f"{airflow.base}/dags")
+    for dag_id in ("govbank_ingest", "govbank_marts", "govbank_elicense"):
+        page.get_by_text(dag_id, exact=True).first.wait_for()
+    _shot(page, "01-dags.png")
+    for dag_id, phrase in (
+        ("govbank_ingest", "bank files → warehouse"),
+        ("govbank_marts", "rebuild the marts dashboards read"),
+    ):
+        page.goto(f"{airflow.base}/dags/{dag_id}")
+        page.get_by_role("button", name="Dag Docs").click()
+        page.get_by_text(phrase).first.wait_for()
+        _shot(page, f"02-{dag_id}-docs.png")
+        page.keyboard.press("Escape")
+
+    # the daily job, as of the demo's date: ingest, then the marts
+    ingest = airflow.run_dag("govbank_ingest", "browser_test_ingest")
+    assert ingest["state"] == "success", ingest
+    marts = airflow.run_dag("govbank_marts", "browser_test_marts")
+    assert marts["state"] == "success", marts
+
+    page.goto(f"{airflow.base}/dags/govbank_ingest/runs/browser_test_ingest")
+    page.get_by_label("Toggle group").first.click()  # open the per-bank task group in the grid
+    page.get_by_text("ingest_bank [").first.wait_for()
+    page.get_by_text("bank.ingest_bank").first.wait_for()
+    grid = _shot(page, "03-ingest-grid.png")
+    _publish(grid, "airflow-dag-grid.png")
+
+    # one click from the task instance of the bank whose file failed a rule: its Data Docs tab
+    auth = airflow.token()
+    tis = requests.get(
+        f"{airflow.base}/api/v2/dags/govbank_ingest/dagRuns/browser_test_ingest/taskInstances",
+        params={"task_id": "bank.ingest_bank", "limit": 100}, headers=auth, timeout=30,
+    ).json()["task_instances"]
+    ohrcb = next(ti for ti in tis if ti["rendered_map_index"] == "OHRCB")
+    page.goto(
+        f"{airflow.base}/dags/govbank_ingest/runs/browser_test_ingest/tasks/bank.ingest_bank"
+        f"/mapped/{ohrcb['map_index']}"
+    )
+    page.get_by_role("link", name="Data Docs", exact=True).click()
+    files = _plugin_frame(page, "/govbank/data-docs/files")
+    row = files.locator("tr[data-file='ELIC_OHRCB_20230228.xlsx']")
+    row.wait_for()
+    assert row.get_attribute("data-status") == "partially_accepted"
+    assert "DRAWN_EXCEEDS_CREDIT" in row.inner_text()
+    # only that task's bank is listed
+    banks = files.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.bank)")
+    assert set(banks) == {"OHRCB"}
+    _shot(page, "04-task-data-docs-tab.png")
+    row.locator("a.docs").click()
+    docs = _plugin_frame(page, "/govbank/data-docs/site/validations/")
+    docs.get_by_text("Expectation Validation Result").first.wait_for()
+    # the failed expectation, and the row that broke it (source_line 21 of the bank's file)
+    failed = docs.locator("tr", has=docs.locator(".fa-times")).filter(has_text="drawn_amount").first
+    failed.wait_for()
+    text = failed.inner_text()
+    assert "must always be greater than or equal to" in text and "source_line" in text
+    # the row named is the one the bank's rejects file names
+    assert str(_reject_line(airflow.local / "warehouse.db", "ELIC_OHRCB_20230228.xlsx")) in text
+    # Bootstrap from our vendored copy styled the page (a navbar is fixed height, not inline text)
+    assert docs.locator("nav.navbar").first.evaluate("e => getComputedStyle(e).display") == "flex"
+    _shot(page, "05-data-docs-failed-validation.png", full_page=True)
+
+    # the dashboard inside Airflow: the tiles are mart_kpi's figures
+    expected = _expected_tiles(airflow.local / "warehouse.db")
+    page.goto(f"{airflow.base}/dags")
+    page.get_by_role("link", name="政银合作看板").first.click()
+    dash = _plugin_frame(page, "/govbank/dashboard/")
+    dash.locator(".tile").first.wait_for()
+    assert dash.locator("#as-of").inner_text() == AS_OF
+    assert _read_tiles(dash) == expected
+    _shot(page, "06-dashboard-in-airflow.png")
+
+    # nothing was fetched from outside this machine: the pages work offline
+    assert offline.blocked == []
+    context.close()
+
+
+@pytest.mark.integration
+def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) -> None:  # type: ignore[no-untyped-def]
+    """``python -m govbank.dashboard``: district staff log in with the dashboard's account."""
+    expected = _expected_tiles(airflow.local / "warehouse.db")  # after the run of the test above
+    port = _free_port()
+    env = {
+        **airflow.env,
+        "GOVBANK_DASHBOARD_USER": "ouhai",
+        "GOVBANK_DASHBOARD_PASSWORD": "district-password-for-the-test",
+        "PYTHONPATH": str(ROOT / "include"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "govbank.dashboard", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the dashboard did not start"
+            time.sleep(0.3)
+        assert requests.get(f"{base}/", allow_redirects=False, timeout=10).status_code == 303
+
+        context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
+        offline = Offline(context, (base + "/",))
+        page = context.new_page()
+        page.goto(f"{base}/")
+        page.wait_for_url("**/login**")
+        page.fill("input[name=username]", "ouhai")
+        page.fill("input[name=password]", "wrong")
+        page.get_by_role("button", name="登录").click()
+        page.get_by_text("用户名或密码不正确").wait_for()
+        page.fill("input[name=username]", "ouhai")
+        page.fill("input[name=password]", "district-password-for-the-test")
+        page.get_by_role("button", name="登录").click()
+        page.locator(".tile").first.wait_for()
+        assert _read_tiles(page) == expected
+        # the other panels are there and speak Chinese
+        for section in ("服务点分布", "各街道（镇）服务点", "电子营业执照业务月度趋势", "业务核对", "报送及时性"):
+            page.get_by_role("heading", name=section).wait_for()
+        assert page.locator("#map .town").count() == 13
+        assert page.locator("#trend .series").count() == 5
+        assert page.locator("#freshness tbody tr").count() == 10
+        shot = _shot(page, "07-dashboard.png", full_page=True)
+        _publish(shot, "dashboard.png")
+        assert offline.blocked == []
+        context.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
