@@ -135,7 +135,7 @@ def test_upgrade_downgrade_upgrade_on_both(pg_url: str, tmp_path: Path) -> None:
                 assert conn.execute(select(func.count()).select_from(dim_town)).scalar_one() == 13
                 where = f"{PG_SCHEMA}." if pg else ""
                 version = conn.execute(text(f"SELECT version_num FROM {where}alembic_version"))
-                assert version.scalar_one() == "0004"
+                assert version.scalar_one() == "0005"
         finally:
             engine.dispose()
 
@@ -188,7 +188,8 @@ def test_postgres_types_keys_and_unlogged_staging(pg_url: str) -> None:
     assert "(bank_code, biz_id)" in indexes["pk_fact_elicense_biz"]
     assert "UNIQUE" in indexes["uq_dim_outlet_current"]
     assert "WHERE is_current" in indexes["uq_dim_outlet_current"]
-    assert "WHERE" in indexes["uq_etl_file_sha256_original"]
+    assert "(bank_code, sha256)" in indexes["uq_etl_file_bank_sha256_original"]
+    assert "WHERE" in indexes["uq_etl_file_bank_sha256_original"]
 
 
 # --- the full pipeline on both, same rows -------------------------------------------------

@@ -8,6 +8,7 @@ fields, so a contract cannot smuggle an identifier into SQL.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -26,6 +28,10 @@ from govbank.datasets import FIELDS, Dataset, default_headers
 from govbank.errors import ConfigError
 
 BankCode = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{2,16}$")]
+# a header name is words: letters (Chinese included), digits, spaces and the few marks
+# real exports use, e.g. 授信金额（万元）; never quotes, semicolons, comments or a formula
+_HEADER = re.compile(r"[\w ()（）【】\[\]/.·、%&+\-:：]+")
+_HEADER_FORBIDDEN = ("--", "/*", "*/")
 
 
 class AmountUnit(StrEnum):
@@ -49,6 +55,19 @@ class FeedContract(BaseModel):
     expected_every_days: int = Field(1, ge=1, le=366, description="cadence, like dbt freshness")
     warn_after_days: int = Field(1, ge=0, le=366, description="days late before an alert")
     deadline_hour: int = Field(20, ge=0, le=23, description="local hour the day's file is due")
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for field, header in headers.items():
+            if (
+                not _HEADER.fullmatch(header)
+                or header != header.strip()
+                or header.startswith(("+", "-"))
+                or any(s in header for s in _HEADER_FORBIDDEN)
+            ):
+                raise ValueError(f"header of {field} is not a plain name: {header!r}")
+        return headers
 
     def header_map(self, dataset: Dataset) -> dict[str, str]:
         """Canonical field -> header, with the template filling what the bank kept."""

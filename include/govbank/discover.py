@@ -10,10 +10,14 @@ from govbank.datasets import Dataset
 from govbank.errors import BankInputError
 from govbank.transport import RemoteFile
 
+# ASCII digits only, and the whole name: ``$`` alone would let "x.csv\n" through
 FILE_NAME = re.compile(
-    r"^(?P<dataset>OUTLET|ELIC)_(?P<bank>[A-Z0-9]{2,16})_(?P<date>\d{8})(?:_(?P<seq>\d{2}))?"
-    r"\.(?P<ext>csv|txt|xlsx|csv\.gz|txt\.gz)$"
+    r"(?P<dataset>OUTLET|ELIC)_(?P<bank>[A-Z0-9]{2,16})_(?P<date>[0-9]{8})(?:_(?P<seq>[0-9]{2}))?"
+    r"\.(?P<ext>csv|txt|xlsx|csv\.gz|txt\.gz)",
+    re.ASCII,
 )
+_ROWS = re.compile(r"[0-9]{1,15}", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}", re.ASCII)
 OK_SUFFIX = ".ok"
 _DATASET_ORDER = {Dataset.OUTLET: 0, Dataset.ELIC: 1}
 
@@ -37,7 +41,7 @@ class FileName:
 
 
 def parse_file_name(name: str) -> FileName:
-    m = FILE_NAME.match(name)
+    m = FILE_NAME.fullmatch(name)
     if not m:
         raise BankInputError("FILE_NAME_INVALID", "文件名不符合规范", name)
     try:
@@ -92,11 +96,11 @@ def parse_ok(data: bytes) -> ControlFile:
         if not sep:
             raise BankInputError("OK_INVALID", "控制文件(.ok)每行应为 键=值", line[:80])
         if key == "rows":
-            if not value.isdigit():
+            if not _ROWS.fullmatch(value):  # str.isdigit() accepts "²", which int() refuses
                 raise BankInputError("OK_INVALID", "控制文件(.ok)中 rows 不是整数", value[:80])
             rows = int(value)
         elif key == "sha256":
-            if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            if not _SHA256.fullmatch(value):
                 raise BankInputError("OK_INVALID", "控制文件(.ok)中 sha256 格式错误", value[:80])
             sha = value.lower()
     return ControlFile(rows, sha)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from govbank.contracts import BankContract
 from govbank.schema import (
@@ -104,6 +105,7 @@ def copy_rows(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> No
     The columns are the first row's keys, as with ``executemany``; a later row without
     one of them raises ``KeyError`` instead of loading a silent NULL.
     """
+    import psycopg
     from psycopg import sql
 
     names = [n for n in rows[0] if n != "load_id"]
@@ -117,9 +119,16 @@ def copy_rows(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> No
         target, sql.SQL(", ").join(sql.Identifier(n) for n in ("load_id", *names))
     )
     driver = conn.connection.driver_connection
-    with driver.cursor() as cur, cur.copy(statement) as copy:
-        for r in rows:
-            copy.write_row((load_id, *(r[n] for n in names)))
+    try:
+        with driver.cursor() as cur, cur.copy(statement) as copy:
+            for r in rows:
+                copy.write_row((load_id, *(r[n] for n in names)))
+    except psycopg.Error as err:
+        # the raw cursor bypasses SQLAlchemy: raise what SQLAlchemy would raise, so a
+        # cancelled or cut COPY is an OperationalError (the pipeline's TransientError)
+        raise DBAPIError.instance(
+            statement.as_string(driver), None, err, psycopg.Error, dialect=conn.dialect
+        ) from err
 
 
 def lock_merge(conn: Connection, table_name: str, bank_codes: Iterable[str]) -> None:
@@ -142,25 +151,28 @@ def _differs(a, b):  # type: ignore[no-untyped-def]
 
 
 def merge_outlets(
-    conn: Connection, load_id: str, bank_code: str, snapshot_date: dt.date, source_file: str
+    conn: Connection, load_id: str, bank_code: str, snapshot_date: dt.date, source_file: str,
+    keep: Iterable[str] = (),
 ) -> None:
     """Type-2 merge of a full snapshot into ``dim_outlet``.
 
     A changed outlet gets its current version closed and a new one opened on the
     snapshot date; an outlet the snapshot leaves out is closed and gets a 撤销 version.
     Versions opened on the same date (a second file of the day) are corrected in place.
+    Outlets in ``keep`` (sent in the snapshot but refused) stay as they are.
     """
     lock_merge(conn, dim_outlet.name, [bank_code])
     d, s = dim_outlet, stg_outlet.alias("s")
     staged = select(s).where(s.c.load_id == load_id, s.c.outlet_code == d.c.outlet_code)
     current_of_bank = and_(d.c.bank_code == bank_code, d.c.is_current == true())
-    in_snapshot = exists(staged)
+    kept = sorted(set(keep))
+    in_snapshot = or_(exists(staged), d.c.outlet_code.in_(kept)) if kept else exists(staged)
 
     # same-day versions: correct in place
     for name in OUTLET_ATTRS:
         conn.execute(
             update(d)
-            .where(current_of_bank, d.c.valid_from == snapshot_date, in_snapshot)
+            .where(current_of_bank, d.c.valid_from == snapshot_date, exists(staged))
             .values({name: staged.with_only_columns(s.c[name]).scalar_subquery()})
         )
     conn.execute(

@@ -22,6 +22,10 @@ from govbank.reference import town_lookup
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
 _WAN = Decimal(10000)
 _CENT = Decimal("0.01")
+# what the warehouse columns hold: NUMERIC(18,2) amounts, INTEGER counts; a bigger
+# value is the bank's error (a row issue), never a database error mid-load
+MAX_YUAN = Decimal(10) ** 16
+MAX_INT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ def parse_date(text: str, formats: tuple[str, ...]) -> dt.date:
 def to_yuan(value: Decimal, unit: AmountUnit) -> Decimal:
     """Exact 元 with at most 2 decimals; anything finer is an error, never rounded away."""
     yuan = value * _WAN if unit is AmountUnit.WAN_YUAN else value
+    if abs(yuan) >= MAX_YUAN:
+        raise ValueError(f"{value} is beyond NUMERIC(18,2)")
     if yuan != yuan.quantize(_CENT):
         raise ValueError(f"{value} has more than 2 decimals in 元")
     return yuan.quantize(_CENT)
@@ -128,7 +134,7 @@ def normalise_chunk(
                     values.append(parse_number(v))
                 elif f.kind == "int":
                     n = parse_number(v)
-                    if n != n.to_integral_value():
+                    if n != n.to_integral_value() or abs(n) > MAX_INT:
                         raise ValueError(v)
                     values.append(int(n))
                 else:  # pragma: no cover - every kind is handled above

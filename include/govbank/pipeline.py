@@ -86,6 +86,7 @@ class Context:
     pseudonym_key: bytes
     validator_factory: Callable[[], object]
     chunk_rows: int = 50_000
+    max_decompressed: int | None = None  # None: govbank.read's default
     _validator: object | None = None
 
     @property
@@ -181,9 +182,10 @@ def _receive(ctx: Context, bank_code: str, data: RemoteFile) -> _Registered | No
     try:
         try:
             ctx.landing.fetch(bank_code, data.name, tmp, data.size)
-        except FileNotFoundError:
+        except (FileNotFoundError, TransientError):  # SFTP: "no longer there" is a TransientError
             if _still_in_inbox(ctx, bank_code, data.name):
                 raise
+            tmp.unlink(missing_ok=True)
             return None  # answered and removed by a concurrent run
         digest = hashlib.sha256()
         with tmp.open("rb") as fh:
@@ -219,13 +221,20 @@ def _receive(ctx: Context, bank_code: str, data: RemoteFile) -> _Registered | No
         pass
     except OperationalError as exc:
         raise TransientError(f"cannot register {data.name}: {exc}") from exc
-    with ctx.engine.begin() as conn:
+    with ctx.engine.connect() as conn:
         original = conn.execute(
-            select(etl_file).where(etl_file.c.sha256 == sha, etl_file.c.status != "duplicate")
+            select(etl_file).where(
+                etl_file.c.bank_code == bank_code,
+                etl_file.c.sha256 == sha,
+                etl_file.c.status != "duplicate",
+            )
         ).one()
-        if original.status == "processing" or original.answered_at is None:
-            # an earlier run died before answering: take the file over
-            return _Registered(original.file_id, sha, data.size, final, original.received_at, original.status)
+    if original.status == "processing" or original.answered_at is None:
+        # an earlier run died before answering: take the file over
+        return _Registered(original.file_id, sha, data.size, final, original.received_at, original.status)
+    if not _still_in_inbox(ctx, bank_code, data.name):
+        return None  # this very upload was answered and cleared by a concurrent run meanwhile
+    with ctx.engine.begin() as conn:
         dup_id = conn.execute(
             insert(etl_file)
             .values({**row, "status": "duplicate", "duplicate_of": original.file_id, "processed_at": now()})
@@ -253,7 +262,12 @@ def _check_envelope(
         raise BankInputError("NO_CONTRACT", message("NO_CONTRACT"), bank_code)
     if fname.dataset not in ctx.contracts[bank_code].feeds:
         raise BankInputError("NO_CONTRACT", f"约定中没有 {fname.dataset} 数据集")
-    control = parse_ok(ctx.landing.read_small(bank_code, ok.name))
+    try:
+        control = parse_ok(ctx.landing.read_small(bank_code, ok.name))
+    except (FileNotFoundError, TransientError):
+        if _still_in_inbox(ctx, bank_code, name):
+            raise
+        raise _ClaimedElsewhere(reg.file_id) from None  # answered and cleared by a concurrent run
     if control.sha256 and control.sha256 != reg.sha256:
         raise BankInputError("OK_SHA256_MISMATCH", message("OK_SHA256_MISMATCH"))
     return fname, control.rows
@@ -262,8 +276,11 @@ def _check_envelope(
 def _parse(ctx: Context, fname: FileName, path: Path) -> ParsedFile:
     feed = ctx.contracts[fname.bank_code].feeds[fname.dataset]
     if fname.fmt == "xlsx":
-        return read_xlsx(path, chunk_rows=ctx.chunk_rows)
-    return read_delimited(path, gzipped=fname.gzipped, delimiter=feed.delimiter, chunk_rows=ctx.chunk_rows)
+        return read_xlsx(path, chunk_rows=ctx.chunk_rows, max_decompressed=ctx.max_decompressed)
+    return read_delimited(
+        path, gzipped=fname.gzipped, delimiter=feed.delimiter, chunk_rows=ctx.chunk_rows,
+        max_decompressed=ctx.max_decompressed,
+    )
 
 
 def _load_file(
@@ -273,7 +290,10 @@ def _load_file(
     feed = contract.feeds[fname.dataset]
     parsed = _parse(ctx, fname, reg.archive_path)
     columns = resolve_columns(parsed.header, feed, fname.dataset)
-    warnings = [f"未识别的表头已忽略：{h}" for h in unknown_headers(parsed.header, feed, fname.dataset)]
+    warnings = [
+        "未识别的表头已忽略：" + " ".join(h.split())  # one line each
+        for h in unknown_headers(parsed.header, feed, fname.dataset)
+    ]
     load_id = uuid.uuid4().hex
     issues: list[RowIssue] = []
     rows_total = 0
@@ -281,6 +301,7 @@ def _load_file(
     docs_page: str | None = None
     docs_show_failure = False
     seen_keys: set[str] = set()
+    refused_outlets: set[str] = set()  # sent, but refused: not "left out" of the snapshot
     loaded_at = now()
     with ctx.engine.begin() as conn:
         _claim(conn, reg.file_id)
@@ -302,6 +323,11 @@ def _load_file(
             issues += chunk_issues
             bad = {i.line for i in chunk_issues}
             good = [i for i, line in enumerate(chunk.lines) if line not in bad]
+            if fname.dataset is Dataset.OUTLET:
+                codes = chunk.columns["outlet_code"]
+                refused_outlets.update(
+                    codes[i] for i, line in enumerate(chunk.lines) if line in bad and codes[i]
+                )
             rows = _rows_for_load(ctx, chunk, good, fname, loaded_at)
             table = stg_outlet if fname.dataset is Dataset.OUTLET else stg_elicense_biz
             stage(conn, table, load_id, rows)
@@ -320,7 +346,9 @@ def _load_file(
         if rows_total and rows_rejected / rows_total > feed.reject_threshold:
             raise _TooManyInvalid(rows_total, issues, feed.reject_threshold, docs_page)
         if fname.dataset is Dataset.OUTLET:
-            merge_outlets(conn, load_id, bank_code, fname.business_date, fname.name)
+            merge_outlets(
+                conn, load_id, bank_code, fname.business_date, fname.name, keep=refused_outlets
+            )
         else:
             merge_elicense_biz(conn, load_id)
         _write_rejects(conn, reg, fname.name, issues)
@@ -334,7 +362,7 @@ def _load_file(
                 rows_total=rows_total,
                 rows_loaded=rows_loaded,
                 rows_rejected=rows_rejected,
-                error="; ".join(warnings) or None,
+                error="\n".join(warnings) or None,
                 data_docs=docs_page,
             )
         )
@@ -516,7 +544,7 @@ def _receipt_for(conn, file_id: int) -> tuple[Receipt, list[ReceiptError]]:  # t
         rows_loaded=f.rows_loaded,
         rows_rejected=f.rows_rejected,
         errors=errors,
-        warnings=(f.error or "").split("; ") if f.status in LOADED and f.error else [],
+        warnings=f.error.split("\n") if f.status in LOADED and f.error else [],
     )
     return receipt, errors
 

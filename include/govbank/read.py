@@ -11,6 +11,7 @@ import codecs
 import csv
 import gzip
 import io
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,14 @@ from govbank.errors import BankInputError
 
 SAMPLE_BYTES = 1 << 20
 MAX_FIELD_CHARS = 1 << 16  # one cell; a longer one means a broken quote or a bad file
-DEFAULT_MAX_DECOMPRESSED = 4 << 30  # gzip bomb cap
+MAX_LINE_CHARS = 1 << 20  # one physical line; read in bounded pieces, never whole
+# gzip and xlsx bomb cap; looked up at call time, so a test can lower it
+DEFAULT_MAX_DECOMPRESSED = 4 << 30
+# valid UTF-8 non-ASCII characters before the first invalid byte that mean "UTF-8 with
+# bad bytes or GB18030 rows mixed in": random GB18030 text gives 0-5 (measured)
+MIXED_MIN_CHARS = 8
+CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE: an encrypted workbook or an .xls
+_DELIMITER_NAMES = {",": "“,”", "|": "“|”", ";": "“;”", "\t": "制表符"}
 csv.field_size_limit(MAX_FIELD_CHARS)
 
 
@@ -66,17 +74,31 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
-def open_bytes(path: Path, gzipped: bool, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> IO[bytes]:
+def _cap(max_decompressed: int | None) -> int:
+    return DEFAULT_MAX_DECOMPRESSED if max_decompressed is None else max_decompressed
+
+
+def open_bytes(path: Path, gzipped: bool, max_decompressed: int | None = None) -> IO[bytes]:
     raw = path.open("rb")
     if not gzipped:
         return raw
-    return io.BufferedReader(_CappedReader(gzip.GzipFile(fileobj=raw), max_decompressed), 1 << 16)
+    return io.BufferedReader(_CappedReader(gzip.GzipFile(fileobj=raw), _cap(max_decompressed)), 1 << 16)
 
 
 def detect_encoding(sample: bytes) -> str:
-    """UTF-8 (with or without BOM) or GB18030: the only encodings bank-files.md allows."""
+    """UTF-8 (with or without BOM) or GB18030: the only encodings bank-files.md allows.
+
+    Not UTF-8 means GB18030 when the bytes decode as GB18030, whatever characters they
+    hold: a statistical detector would refuse valid files with rare characters. UTF-16
+    (Excel's "Unicode text") is named, since decoding it as GB18030 would "succeed".
+    """
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
+    head = sample[:200]
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        max(head[0::2].count(0), head[1::2].count(0)) > 20 and min(head[0::2].count(0), head[1::2].count(0)) < 5
+    ):
+        raise BankInputError("UNREADABLE", "文件为 UTF-16 编码（应为 UTF-8 或 GB18030），请另存为 UTF-8")
     try:
         sample.decode("utf-8")
         return "utf-8"
@@ -84,11 +106,22 @@ def detect_encoding(sample: bytes) -> str:
         # a multi-byte character cut by the sample's end is still UTF-8
         if exc.start >= len(sample) - 3 and exc.reason == "unexpected end of data":
             return "utf-8"
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(sample, cp_isolation=["gb18030"], threshold=0.5).best()
-    if best is None:
-        raise BankInputError("UNREADABLE", "无法识别文件编码（应为 UTF-8 或 GB18030）")
+        # plenty of valid UTF-8 text before the first bad byte: not a GB18030 file but
+        # UTF-8 with invalid bytes or rows from another system; decoding it as GB18030
+        # would load mojibake
+        prefix = sample[: exc.start].decode("utf-8")
+        if len(prefix) - len(prefix.encode("ascii", "ignore")) >= MIXED_MIN_CHARS:
+            raise BankInputError(
+                "UNREADABLE",
+                "文件含有无效字节或混用了 UTF-8 与 GB18030 编码",
+                f"byte {exc.start}: {sample[exc.start:exc.start + 4]!r}",
+            ) from exc
+    try:  # incremental: a character cut by the sample's end is not an error
+        codecs.getincrementaldecoder("gb18030")().decode(sample, final=False)
+    except UnicodeDecodeError as exc:
+        raise BankInputError(
+            "UNREADABLE", "无法识别文件编码（应为 UTF-8 或 GB18030）", f"byte {exc.start}"
+        ) from exc
     return "gb18030"
 
 
@@ -100,21 +133,31 @@ def _clean(cell: str | None) -> str | None:
 
 
 def _sniff_delimiter(header_line: str, expected: str) -> str:
-    counts = {d: header_line.count(d) for d in ",|"}
+    """The header's delimiter; ``;`` and tab are recognised only to be refused by name."""
+    counts = {d: header_line.count(d) for d in (",", "|", ";", "\t")}
     found = max(counts, key=lambda d: counts[d])
     if counts[found] == 0:
         found = expected if expected != "auto" else ","
-    if expected != "auto" and found != expected:
+    allowed = (expected,) if expected != "auto" else (",", "|")
+    if found not in allowed:
         raise BankInputError(
-            "DELIMITER_MISMATCH", f"分隔符应为 “{expected}”，文件中为 “{found}”"
+            "DELIMITER_MISMATCH",
+            f"分隔符应为 {' 或 '.join(_DELIMITER_NAMES[d] for d in allowed)}，"
+            f"文件中为 {_DELIMITER_NAMES[found]}",
         )
     return found
 
 
 def read_delimited(
     path: Path, *, gzipped: bool, delimiter: str, chunk_rows: int,
-    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+    max_decompressed: int | None = None,
 ) -> ParsedFile:
+    """Header and a lazy stream of row chunks; broken bytes raise ``BankInputError``.
+
+    ``max_decompressed`` (default ``DEFAULT_MAX_DECOMPRESSED``) caps what a gzip may
+    inflate to. Lines are read in bounded pieces: one longer than ``MAX_LINE_CHARS``
+    rejects the file instead of filling memory.
+    """
     stream = open_bytes(path, gzipped, max_decompressed)
     try:
         sample = stream.read(SAMPLE_BYTES)
@@ -126,15 +169,18 @@ def read_delimited(
         stream.close()
         raise
     text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
-    first = _safe_readline(text)
-    delim = _sniff_delimiter(first, delimiter)
-    lines = _chain_first(first, text)
-    reader = csv.reader(lines, delimiter=delim, strict=True)
+    lines = _bounded_lines(text)
     try:
+        first = next(lines, "")
+        delim = _sniff_delimiter(first, delimiter)
+        reader = csv.reader(_chain_first(first, lines), delimiter=delim, strict=True)
         header_cells = next(reader)
     except csv.Error as exc:
         text.close()
         raise BankInputError("UNREADABLE", "表头行无法解析", str(exc)) from exc
+    except BaseException:
+        text.close()
+        raise
     header = [(_clean(h) or "") for h in header_cells]
     parsed = ParsedFile(encoding, delim, header, iter(()))
     parsed.chunks = _csv_chunks(reader, text, len(header), chunk_rows, parsed.malformed)
@@ -162,15 +208,27 @@ class _Prefixed(io.RawIOBase):
         super().close()
 
 
-def _safe_readline(text: io.TextIOWrapper) -> str:
-    try:
-        return text.readline(MAX_FIELD_CHARS * 4)
-    except UnicodeDecodeError as exc:
-        text.close()
-        raise BankInputError("UNREADABLE", "文件含有无效字节或混用编码", str(exc)) from exc
+def _bounded_lines(text: io.TextIOWrapper) -> Iterator[str]:
+    """Physical lines, each read with a length limit, so one endless line costs no memory."""
+    number = 0
+    while True:
+        try:
+            line = text.readline(MAX_LINE_CHARS + 1)
+        except UnicodeDecodeError as exc:
+            raise BankInputError(
+                "UNREADABLE", f"第 {number + 1} 行附近含有无效字节或混用编码", str(exc)
+            ) from exc
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise BankInputError(
+                "UNREADABLE", f"第 {number} 行超过 {MAX_LINE_CHARS} 个字符", "line too long"
+            )
+        yield line
 
 
-def _chain_first(first: str, rest: io.TextIOWrapper) -> Iterator[str]:
+def _chain_first(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield first
     yield from rest
 
@@ -221,7 +279,10 @@ def _xlsx_cell(value: object) -> str | None:
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        # what Excel shows (15 significant digits): 1234.5600000000001 is 1234.56
+        return f"{value:.15g}"
     if isinstance(value, dt.datetime):
         return value.date().isoformat() if value.time() == dt.time() else value.isoformat()
     if isinstance(value, dt.date):
@@ -229,10 +290,29 @@ def _xlsx_cell(value: object) -> str | None:
     return _clean(str(value))
 
 
-def read_xlsx(path: Path, *, chunk_rows: int) -> ParsedFile:
+def _check_workbook(path: Path, cap: int) -> None:
+    """Refuse what calamine should not be handed: encrypted, not a zip, or a zip bomb."""
+    with path.open("rb") as fh:
+        magic = fh.read(len(CFB_MAGIC))
+    if magic == CFB_MAGIC:
+        raise BankInputError(
+            "UNREADABLE", "xlsx 文件设有打开密码（已加密）或为旧版 xls 格式，请另存为无密码的 xlsx 后重新报送"
+        )
+    try:
+        with zipfile.ZipFile(path) as z:
+            inflated = sum(i.file_size for i in z.infolist())
+    # NotImplementedError: a zip version or feature no xlsx writer uses
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise BankInputError("UNREADABLE", "xlsx 文件损坏（不是完整的 zip 压缩包）", str(exc)) from exc
+    if inflated > cap:
+        raise BankInputError("FILE_TOO_LARGE", "文件解压后超过大小上限", f"{inflated} > {cap} bytes")
+
+
+def read_xlsx(path: Path, *, chunk_rows: int, max_decompressed: int | None = None) -> ParsedFile:
     """The first sheet; its first row is the header. Formulas count by their cached value."""
     from python_calamine import CalamineWorkbook
 
+    _check_workbook(path, _cap(max_decompressed))
     try:
         wb = CalamineWorkbook.from_path(str(path))
         if not wb.sheet_names:

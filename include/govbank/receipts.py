@@ -18,7 +18,8 @@ STATUS_ZH = {
     "duplicate": "重复文件，未重复入库",
 }
 MAX_ERRORS_IN_RECEIPT = 200
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# what makes Excel (or LibreOffice) read a CSV cell as a formula, full-width forms too
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
 
 
 @dataclass

@@ -146,9 +146,11 @@ etl_file = Table(
     Column("duplicate_of", Integer),
     Column("data_docs", Text),
     Column("answered_at", TZ),
-    # one original per digest: a second registration of the same bytes is a duplicate
+    # one original per bank and digest: the same bytes again from that bank are a
+    # duplicate; another bank's identical file is its own (and never named to it)
     Index(
-        "uq_etl_file_sha256_original",
+        "uq_etl_file_bank_sha256_original",
+        "bank_code",
         "sha256",
         unique=True,
         sqlite_where=text("status <> 'duplicate'"),

@@ -25,6 +25,7 @@ class Settings:
     warehouse_url: str
     sftp_conn_id: str | None = None
     chunk_rows: int = 50_000
+    max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.read's 4 GiB
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,6 +45,9 @@ class Settings:
             ),
             sftp_conn_id=env.get("GOVBANK_SFTP_CONN_ID") or None,
             chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "50000")),
+            max_decompressed_bytes=int(env["GOVBANK_MAX_DECOMPRESSED_BYTES"])
+            if env.get("GOVBANK_MAX_DECOMPRESSED_BYTES")
+            else None,
         )
 
 # Assets the DAGs update and listen to (plain strings: the package does not import Airflow)
