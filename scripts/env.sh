@@ -2,6 +2,9 @@
 # Everything can be overridden from the caller's environment.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PATH="$ROOT/.venv/bin:$PATH"
+# keep compiled bytecode (Airflow, pandas, GX) between processes: imports cost half as much
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-$ROOT/.local/pycache}"
 export GOVBANK_LOCAL_DIR="${GOVBANK_LOCAL_DIR:-$ROOT/.local/demo}"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.local/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"

@@ -9,6 +9,8 @@ if [ "$(id -u)" = 0 ]; then
   scripts/system-deps.sh
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="$ROOT/.local/pycache"
 # a PostgreSQL database of our own for the PostgreSQL path
 PGUSER_ADMIN="${GOVBANK_TEST_PG_SUPERUSER:-postgres}"
 psql -h 127.0.0.1 -U "$PGUSER_ADMIN" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='govbank_test'" | grep -q 1 \
