@@ -16,7 +16,10 @@ or a malformed page fail the task without retries.
 
 Connection: `govbank_elicense_api` (type http: host = base URL, login = client_id,
 password = client_secret). Updates the Asset `fact_elicense_usage`, which starts
-**govbank_marts** (reconciliation with the banks' records).
+**govbank_marts** (reconciliation with the banks' records). The asset event's extra
+carries the day the records are pulled up to, `{"as_of": "YYYY-MM-DD"}`: the watermark
+after the run (newest `updated_at` seen), as an Asia/Shanghai date; empty while nothing
+was ever pulled. The marts are rebuilt as of the latest such day among their events.
 """
 
 from __future__ import annotations
@@ -41,13 +44,14 @@ ELICENSE_USAGE = Asset(ASSET_ELICENSE_USAGE)
 )
 def govbank_elicense():
     @task(outlets=[ELICENSE_USAGE])
-    def pull_usages(run_id=None) -> dict:  # type: ignore[no-untyped-def]
+    def pull_usages(run_id=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
         import re
 
         from airflow.sdk import Connection
         from airflow.sdk.exceptions import AirflowFailException
 
         from govbank.airflow_support import settings
+        from govbank.asof import as_of_extra
         from govbank.connections import ELICENSE_API_CONN_ID
         from govbank.db import make_engine
         from govbank.elicense import ElicenseClient, MalformedPageError, config_from_connection
@@ -73,7 +77,9 @@ def govbank_elicense():
         finally:
             engine.dispose()
         summary = result.as_dict()
-        print(summary)
+        # the records are complete up to the watermark: that day is what the marts are as of
+        outlet_events[ELICENSE_USAGE].extra = as_of_extra(summary.get("watermark_after"))
+        print(summary, outlet_events[ELICENSE_USAGE].extra)
         return summary
 
     pull_usages()

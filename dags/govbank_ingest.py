@@ -18,7 +18,9 @@ bank with `<file>.receipt.json` (and `<file>.rejects.csv`) in its `outbox/`.
 What a bank sent wrong ends in its receipt and does not fail the task; what broke on
 our side (database, network) fails the task and Airflow retries it: a retry is safe.
 `publish` updates the `bank_files` Asset, which starts **govbank_marts**, even when
-one bank failed; `all_banks_ingested` turns the run red if any bank's task failed.
+one bank failed; the asset event's extra carries the run's business day,
+`{"as_of": "YYYY-MM-DD"}` (its logical date in Asia/Shanghai; a run without one: the day
+it was started), which the marts are then rebuilt as of. `all_banks_ingested` turns the run red if any bank's task failed.
 
 Configuration: landing folder `GOVBANK_LANDING_DIR` or SFTP connection
 `GOVBANK_SFTP_CONN_ID`; warehouse connection `govbank_warehouse` (or
@@ -130,8 +132,18 @@ def govbank_ingest():
         wait_for_files(bank_code) >> ingest_bank(bank_code)
 
     @task(trigger_rule="all_done", outlets=[BANK_FILES])
-    def publish() -> None:
-        """Tell the marts DAG the warehouse changed, even if one bank's task failed."""
+    def publish(logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
+        """Tell the marts DAG the warehouse changed, even if one bank's task failed.
+
+        The event carries the business day this run ingested for, ``{"as_of": "YYYY-MM-DD"}``
+        (the logical date in Asia/Shanghai; a run without one: when it was started).
+        """
+        from govbank.asof import as_of_extra
+
+        extra = as_of_extra(logical_date or getattr(dag_run, "run_after", None))
+        outlet_events[BANK_FILES].extra = extra
+        print(f"{BANK_FILES.uri}: {extra}")
+        return extra
 
     @task
     def all_banks_ingested() -> None:

@@ -7,8 +7,17 @@ Rebuilds `mart_kpi`, `mart_outlets_by_town`, `mart_elicense_monthly`,
 `mart_bank_freshness` and the reconciliation marts in one transaction, so dashboards
 see the old or the new figures, never half.
 
-`as_of` is the run's logical date when it has one (`airflow dags test govbank_marts
-2023-06-15`), else today in Asia/Shanghai.
+`as_of` (the business day the year-to-date figures and bank freshness are computed for):
+
+1. a run started by asset events has no logical date; the producers put the business day
+   of their data into each event's extra, `{"as_of": "YYYY-MM-DD"}` (govbank_ingest: its
+   run's logical date; govbank_elicense: the day its watermark reached), and the run
+   takes the **latest** `as_of` among the events it consumed;
+2. else the run's logical date (`airflow dags test govbank_marts 2023-06-15`);
+3. else today in Asia/Shanghai.
+
+The choice is `govbank.asof.as_of_for`; the task logs it, and the `marts` Asset event it
+emits carries the same `{"as_of": ...}`.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 
 from govbank.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
+
+MARTS = Asset(ASSET_MARTS)
 
 
 @dag(
@@ -30,15 +41,22 @@ from govbank.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
     default_args={"owner": "govbank-data", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
 )
 def govbank_marts():
-    @task(outlets=[Asset(ASSET_MARTS)])
-    def build_marts(logical_date=None) -> dict:  # type: ignore[no-untyped-def]
+    @task(outlets=[MARTS])
+    def build_marts(  # type: ignore[no-untyped-def]
+        logical_date=None, triggering_asset_events=None, outlet_events=None
+    ) -> dict:
         from govbank.airflow_support import settings
+        from govbank.asof import as_of_extra, as_of_for, event_extras
         from govbank.runtime import build_marts as rebuild
 
-        as_of = pendulum.instance(logical_date).in_tz("Asia/Shanghai").date() if logical_date else None
+        extras = event_extras(triggering_asset_events)
+        as_of = as_of_for(logical_date, extras)
+        print(f"as_of {as_of} (logical date {logical_date}, triggering event extras {extras})")
         figures = rebuild(settings(), as_of)
         for metric, value in figures.items():
             print(f"{metric}: {value}")
+        if outlet_events is not None:  # the marts' own event says which day they are as of
+            outlet_events[MARTS].extra = as_of_extra(as_of)
         return {k: str(v) for k, v in figures.items()}
 
     build_marts()

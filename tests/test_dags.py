@@ -75,3 +75,126 @@ def test_dag_files_do_no_heavy_imports(dag_file: str) -> None:
     )
     [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY=")]
     assert line == "HEAVY=", f"{dag_file} imports {line[6:]} at parse time"
+
+
+# --- the business day travels on the asset events: producers emit it, govbank_marts reads it ---
+
+
+def _asset_event(uri: str, extra: dict):  # type: ignore[no-untyped-def]
+    """A triggering asset event as the task SDK hands it to the consumer's context."""
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+
+    return AssetEventDagRunReferenceResult(
+        asset={"name": uri, "uri": uri, "extra": {}},
+        extra=extra,
+        source_task_id="publish",
+        source_dag_id="producer",
+        source_run_id="manual__1",
+        source_map_index=-1,
+        source_aliases=[],
+        timestamp="2026-03-01T00:00:00+00:00",
+    )
+
+
+def test_marts_take_the_latest_as_of_of_their_triggering_events(dagbag, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import types
+
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import (
+        OutletEventAccessors,
+        TriggeringAssetEventsAccessor,
+    )
+
+    import govbank.airflow_support
+    from govbank.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
+
+    calls: list[object] = []
+    fake_runtime = types.ModuleType("govbank.runtime")  # no warehouse, no pipeline import
+    fake_runtime.build_marts = lambda settings, as_of: calls.append(as_of) or {"biz": 1}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "govbank.runtime", fake_runtime)
+    monkeypatch.setattr(govbank.airflow_support, "settings", lambda: None)
+    build = dagbag.dags["govbank_marts"].get_task("build_marts").python_callable
+
+    events = TriggeringAssetEventsAccessor.build(
+        [
+            _asset_event(ASSET_BANK_FILES, {"as_of": "2023-06-15"}),
+            _asset_event(ASSET_ELICENSE_USAGE, {"as_of": "2023-06-14"}),
+            _asset_event(ASSET_BANK_FILES, {}),
+        ]
+    )
+    outlets = OutletEventAccessors()
+    build(logical_date=None, triggering_asset_events=events, outlet_events=outlets)
+    assert calls == [dt.date(2023, 6, 15)]
+    assert outlets[Asset(ASSET_MARTS)].extra == {"as_of": "2023-06-15"}
+
+    # a manual run: no events, a logical date (08:00 Shanghai is 00:00 UTC)
+    logical = dt.datetime(2023, 6, 15, 0, 0, tzinfo=dt.UTC)
+    build(logical_date=logical, triggering_asset_events=TriggeringAssetEventsAccessor.build([]))
+    assert calls[-1] == dt.date(2023, 6, 15)
+
+
+def test_ingest_publish_emits_its_business_day(dagbag) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from govbank.settings import ASSET_BANK_FILES
+
+    publish = dagbag.dags["govbank_ingest"].get_task("publish").python_callable
+    outlets = OutletEventAccessors()
+    # the 08:00 Asia/Shanghai schedule: logical date 2023-06-15T00:00Z
+    publish(logical_date=dt.datetime(2023, 6, 15, tzinfo=dt.UTC), dag_run=None, outlet_events=outlets)
+    assert outlets[Asset(ASSET_BANK_FILES)].extra == {"as_of": "2023-06-15"}
+
+    outlets = OutletEventAccessors()  # a run without a logical date: the day it was started
+    run = SimpleNamespace(run_after=dt.datetime(2023, 6, 14, 16, 30, tzinfo=dt.UTC))
+    publish(logical_date=None, dag_run=run, outlet_events=outlets)
+    assert outlets[Asset(ASSET_BANK_FILES)].extra == {"as_of": "2023-06-15"}
+
+
+def test_elicense_pull_emits_the_day_of_its_watermark(dagbag, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import contextlib
+    import types
+    from types import SimpleNamespace
+
+    import airflow.sdk
+    from airflow.sdk import Asset
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    import govbank.airflow_support
+    import govbank.elicense
+    from govbank.settings import ASSET_ELICENSE_USAGE
+
+    summary = {"records": 3, "watermark_after": "2023-06-14T17:05:00+00:00"}
+    fake_validate = types.ModuleType("govbank.validate")  # no Great Expectations here
+    fake_validate.Validator = lambda *a, **k: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "govbank.validate", fake_validate)
+    monkeypatch.setattr(
+        govbank.airflow_support,
+        "settings",
+        lambda: SimpleNamespace(
+            warehouse_url=f"sqlite:///{tmp_path / 'w.db'}",
+            runs_dir=tmp_path,
+            expectations_dir=tmp_path,
+            data_docs_dir=tmp_path,
+        ),
+    )
+    monkeypatch.setattr(airflow.sdk.Connection, "get", lambda *a, **k: None)
+    monkeypatch.setattr(govbank.elicense, "config_from_connection", lambda conn: None)
+    monkeypatch.setattr(govbank.elicense, "ElicenseClient", lambda config: contextlib.nullcontext())
+    monkeypatch.setattr(
+        govbank.elicense, "pull_usages", lambda *a, **k: SimpleNamespace(as_dict=lambda: dict(summary))
+    )
+    pull = dagbag.dags["govbank_elicense"].get_task("pull_usages").python_callable
+
+    outlets = OutletEventAccessors()
+    pull(run_id="scheduled__x", outlet_events=outlets)
+    assert outlets[Asset(ASSET_ELICENSE_USAGE)].extra == {"as_of": "2023-06-15"}  # 01:05 in Shanghai
+
+    summary["watermark_after"] = None  # nothing was ever pulled: no day to claim
+    outlets = OutletEventAccessors()
+    pull(run_id="scheduled__y", outlet_events=outlets)
+    assert outlets[Asset(ASSET_ELICENSE_USAGE)].extra == {}
