@@ -483,3 +483,157 @@ def test_without_data_docs_there_is_no_page() -> None:
     v = Validator(EXPECTATIONS)
     out = v.validate("USAGE", usage_frame([usage_row(1)]), run_name="plain")
     assert out.success and out.docs_page is None
+
+
+# ---------------------------------------------------------------- one page per file
+
+
+def _html_text(path: Path) -> str:
+    import re
+
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8")))
+
+
+def test_file_run_publishes_one_page_for_all_chunks(tmp_path: Path) -> None:
+    validator = Validator(EXPECTATIONS, tmp_path)
+    secret_id = "110105194912310021"  # invalid, and personal data
+    bad_uscc = USCC_OK[:17] + "U"
+    run = validator.file_run("ELIC", "ELIC_WZB_20230615.csv")
+    line, issues = 2, []
+    for n_bad in (3, 4, 0):  # three chunks of ten rows
+        rows = []
+        for i in range(10):
+            over = {"uscc": bad_uscc, "legal_rep_id": secret_id} if i < n_bad else {}
+            rows.append(elic_row(line, **over))
+            line += 1
+        out = run.validate(elic_frame(rows), params={"file_date": FILE_DATE})
+        assert out.docs_page is None and out.evaluated == 10
+        assert out.success is (n_bad == 0)
+        issues += out.issues
+    # row issues are per chunk, as before: every bad row, with its own line
+    assert {(i.line, i.field) for i in issues} == {
+        (line, field)
+        for line in (*range(2, 5), *range(12, 16))
+        for field in ("uscc", "legal_rep_id")
+    }
+    assert not list((tmp_path / ".gx" / "validations").rglob("*.json"))  # nothing stored yet
+
+    page = run.publish()
+    assert page and not Path(page).is_absolute()
+    stored = list((tmp_path / ".gx" / "validations").rglob("*.json"))
+    assert len(stored) == 1  # one result for the file, not one per chunk
+    assert [
+        p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("validations/**/*.html")
+    ] == [page]
+    text = _html_text(tmp_path / page)
+    assert "7 unexpected values found" in text and "of 30 total rows" in text
+    assert f"Unexpected Value Count {bad_uscc} 7" in text  # counts summed over the chunks
+    assert "values must be valid resident ID numbers" in text
+    assert "1****************1 7" in text  # masked, with the file-wide count
+    html = (tmp_path / page).read_text(encoding="utf-8")
+    assert secret_id not in html and secret_id not in stored[0].read_text(encoding="utf-8")
+    data = json.loads(stored[0].read_text(encoding="utf-8"))
+    assert data["success"] is False
+    assert data["statistics"]["evaluated_expectations"] == len(_suite("elic.json")["expectations"])
+    assert data["statistics"]["unsuccessful_expectations"] == 2
+    for evr in data["results"]:
+        assert not {"unexpected_list", "unexpected_index_list"} & set(evr["result"])
+        if "row_condition" not in evr["expectation_config"]["kwargs"]:
+            assert evr["result"]["element_count"] == 30  # summed over the chunks
+    assert page in (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert (tmp_path / "expectations" / "elic.html").exists()
+
+
+def test_file_result_sums_the_chunks(tmp_path: Path) -> None:
+    """Counts and percents of the merged result equal one validation of the whole file."""
+    validator = Validator(EXPECTATIONS, tmp_path)
+    rows = [
+        elic_row(
+            2 + i,
+            uscc=f"I{i:017d}" if i % 3 == 0 else USCC_OK,
+            legal_rep_id=None if i % 4 else ID_OK,
+        )
+        for i in range(45)
+    ]
+    rows[5]["drawn_amount"] = -1.0
+    rows[30]["biz_id"] = rows[31]["biz_id"] = "DUP"  # within one chunk
+    frame = elic_frame(rows)
+    params = {"file_date": FILE_DATE}
+    whole, _ = validator._check("ELIC", frame, params)
+    run = validator.file_run("ELIC", "sums")
+    for start in range(0, 45, 15):
+        run.validate(frame.iloc[start : start + 15], params=params)
+    merged = run.result()
+    assert merged.success == whole.success and merged.statistics == whole.statistics
+    keys = ("element_count", "missing_count", "unexpected_count", "unexpected_percent")
+    keys += ("unexpected_percent_total", "unexpected_percent_nonmissing", "missing_percent")
+    for got, want in zip(merged.results, whole.results, strict=True):
+        assert got.success == want.success
+        for key in keys:
+            assert got.result.get(key) == pytest.approx(want.result.get(key)), key
+        assert got.result.get("partial_unexpected_list") == want.result.get(
+            "partial_unexpected_list"
+        )
+    uscc = next(r for r in merged.results if r.expectation_config.type.endswith("valid_uscc"))
+    # 15 distinct failures: all listed (at most 20), each once; more than 20 are sampled
+    assert len(uscc.result["partial_unexpected_counts"]) == 15
+    assert len(uscc.result["partial_unexpected_index_list"]) == 15
+    assert "unexpected_list" not in uscc.result and "unexpected_index_list" not in uscc.result
+
+
+def test_file_run_keeps_at_most_twenty_samples(tmp_path: Path) -> None:
+    validator = Validator(EXPECTATIONS, tmp_path)
+    run = validator.file_run("ELIC", "many")
+    for chunk in range(3):
+        rows = [elic_row(100 * chunk + i, uscc=f"I{100 * chunk + i:017d}") for i in range(2, 17)]
+        run.validate(elic_frame(rows), params={"file_date": FILE_DATE})
+    uscc = next(
+        r
+        for r in run.result().results
+        if r.expectation_config.kwargs["column"] == "uscc"
+        and r.expectation_config.type.endswith("valid_uscc")
+    )
+    assert uscc.result["unexpected_count"] == 45
+    assert uscc.result["partial_unexpected_list"] == [f"I{n:017d}" for n in range(2, 17)] + [
+        f"I{n:017d}" for n in range(102, 107)
+    ]
+    assert len(uscc.result["partial_unexpected_counts"]) == 20
+    assert len(uscc.result["partial_unexpected_index_list"]) == 20
+    text = _html_text(tmp_path / run.publish())
+    assert "45 unexpected values found" in text
+    assert "Sampled Unexpected Values" in text  # 20 of 45 counted: no "Count" claimed
+
+
+def test_validate_without_publishing_stores_nothing(tmp_path: Path) -> None:
+    validator = Validator(EXPECTATIONS, tmp_path)
+    frame = elic_frame([elic_row(2), elic_row(3, uscc=USCC_OK[:17] + "U")])
+    out = validator.validate(
+        "ELIC", frame, run_name="quiet", params={"file_date": FILE_DATE}, publish=False
+    )
+    assert out.docs_page is None and [i.line for i in out.issues] == [3]
+    assert not (tmp_path / ".gx" / "validations").exists() or not list(
+        (tmp_path / ".gx" / "validations").rglob("*.json")
+    )
+    assert validator.file_run("ELIC", "empty").publish() is None  # no chunk, no page
+    with pytest.raises(ConfigError):
+        validator.file_run("NOPE", "x")
+
+
+def test_suite_pages_are_rendered_once(tmp_path: Path) -> None:
+    import os
+
+    Validator(EXPECTATIONS, tmp_path)
+    pages = [tmp_path / "expectations" / f"{Path(f).stem}.html" for f in SUITE_FILES.values()]
+    assert all(p.exists() for p in pages)
+    old = 1_000_000_000  # 2001: any rebuild would show as a newer mtime
+    for p in pages:
+        os.utime(p, (old, old))
+    Validator(EXPECTATIONS, tmp_path)
+    assert [p.stat().st_mtime for p in pages] == [old] * len(pages)
+    # a changed marker (suites, GX or renderers changed) or a missing page rebuilds them
+    (tmp_path / ".gx" / "suite_pages.sha256").write_text("stale\n", encoding="ascii")
+    Validator(EXPECTATIONS, tmp_path)
+    assert all(p.stat().st_mtime > old for p in pages)
+    pages[0].unlink()
+    Validator(EXPECTATIONS, tmp_path)
+    assert pages[0].exists()

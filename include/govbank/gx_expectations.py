@@ -2,9 +2,12 @@
 
 Importing this module registers ``expect_column_values_to_be_valid_uscc`` and
 ``expect_column_values_to_be_valid_resident_id`` with GX, so suites stored as JSON in
-``expectations/`` can name them. The rules themselves live in :mod:`govbank.checks`;
-these classes only adapt them to GX's column-map machinery. Like every GX map
-expectation they skip nulls, so optional fields (``legal_rep_id``) pass when empty.
+``expectations/`` can name them. The rules (alphabet, weights, check characters) live
+in :mod:`govbank.checks`; here they run on a whole column at once (:func:`valid_uscc`,
+:func:`valid_resident_id`: numpy over the code points, or the UTF-8 bytes of a
+pyarrow-backed ``str`` column, of every 18-character string), giving exactly what the
+scalar functions give value by value, for any values. Like every GX map expectation
+they skip nulls, so optional fields (``legal_rep_id``) pass when empty.
 
 Only the pandas engine is implemented: a weighted modulo-31 check character has no
 portable SQL spelling, and the pipeline validates pandas frames.
@@ -12,9 +15,13 @@ portable SQL spelling, and the pipeline validates pandas frames.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from great_expectations.execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import (
     ColumnMapExpectation,
@@ -32,7 +39,13 @@ from great_expectations.render.renderer_configuration import (
 )
 from great_expectations.render.util import num_to_str, substitute_none_for_missing
 
-from govbank.checks import is_valid_resident_id, is_valid_uscc
+from govbank.checks import (
+    _ID_CHECK,
+    _ID_WEIGHTS,
+    _USCC_WEIGHTS,
+    USCC_CHARSET,
+    is_valid_uscc,
+)
 from govbank.reference import uscc_exceptions
 
 __all__ = [
@@ -40,11 +53,155 @@ __all__ = [
     "ColumnValuesValidUscc",
     "ExpectColumnValuesToBeValidResidentId",
     "ExpectColumnValuesToBeValidUscc",
+    "valid_resident_id",
+    "valid_uscc",
 ]
+
+_LENGTH = 18  # both identifiers: 17 body characters and a check character
+_BLOCK = 1 << 16  # rows checked at once
 
 
 def _uscc_ok(value: object, exceptions: frozenset[str]) -> bool:
+    """The scalar rule (one value): a valid code, or one on the exception list."""
     return value in exceptions or is_valid_uscc(value)
+
+
+def _lookup(alphabet: str) -> np.ndarray:
+    """Code point -> value of the character in ``alphabet`` (its position), -1 if absent.
+
+    256 entries: indexed by code points of ASCII-checked strings or by UTF-8 bytes, where
+    any byte >= 128 belongs to a non-ASCII character and is invalid in both alphabets.
+    """
+    table = np.full(256, -1, dtype=np.int32)
+    for i, c in enumerate(alphabet):
+        table[ord(c)] = i
+    return table
+
+
+_USCC_VALUE = _lookup(USCC_CHARSET)
+_USCC_W = np.array(_USCC_WEIGHTS, dtype=np.int32)
+_DIGIT_VALUE = _lookup("0123456789")
+_ID_W = np.array(_ID_WEIGHTS, dtype=np.int32)
+_ID_CHECK_CODE = np.array([ord(c) for c in _ID_CHECK], dtype=np.int32)
+
+
+def _codes_from_arrow(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of non-null rows of 18 UTF-8 bytes, those bytes as an (n, 18) array).
+
+    A UTF-8 string of 18 bytes is 18 characters exactly when every byte is ASCII; any
+    other string of 18 characters has a non-ASCII character, which neither alphabet
+    has, so byte length 18 selects every string that can pass. Bytes >= 128 map to -1.
+    """
+    n = len(chunk)
+    if n == 0:
+        return np.zeros(0, dtype=bool), np.zeros((0, _LENGTH), dtype=np.uint8)
+    _, offsets_buf, data_buf = chunk.buffers()
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=width)[chunk.offset : chunk.offset + n + 1]
+    starts = offsets[:-1].astype(np.int64)
+    candidate = (np.diff(offsets) == _LENGTH) & chunk.is_valid().to_numpy(zero_copy_only=False)
+    if data_buf is None or not candidate.any():
+        return candidate, np.zeros((0, _LENGTH), dtype=np.uint8)
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    index = starts[candidate][:, None] + np.arange(_LENGTH, dtype=np.int64)
+    return candidate, data[index]
+
+
+def _codes_from_objects(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of ``str`` values of length 18, their code points as an (n, 18) array)."""
+    n = len(values)
+    if pd.api.types.infer_dtype(values, skipna=False) == "string":  # all str: C-speed len
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    else:
+        lengths = np.fromiter(
+            (len(v) if isinstance(v, str) else -1 for v in values), dtype=np.int64, count=n
+        )
+    candidate = lengths == _LENGTH
+    codes = np.array(values[candidate], dtype=f"U{_LENGTH}").view(np.uint32).reshape(-1, _LENGTH)
+    # code points beyond the tables are never valid: fold them onto 255, which is not
+    return candidate, np.minimum(codes, 255)
+
+
+def _string_chunks(column: pd.Series) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """The column's 18-character candidates, block by block, in order.
+
+    Blocks of :data:`_BLOCK` rows (pyarrow slices or numpy views, no copies) keep the
+    (rows, 18) temporaries small whatever the chunk size.
+    """
+    array = column.array
+    if isinstance(array, pd.arrays.ArrowExtensionArray):
+        chunked = array.__arrow_array__()
+        if isinstance(chunked, pa.Array):
+            chunked = pa.chunked_array([chunked])
+        if pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type):
+            for chunk in chunked.chunks:
+                for start in range(0, len(chunk), _BLOCK):
+                    yield _codes_from_arrow(chunk.slice(start, _BLOCK))
+            return
+    values = column.to_numpy(dtype=object)
+    for start in range(0, len(values), _BLOCK):
+        yield _codes_from_objects(values[start : start + _BLOCK])
+
+
+def _check(column: pd.Series, rule: Any) -> np.ndarray:
+    """``rule`` ((n, 18) codes -> n booleans) on the 18-character strings, False elsewhere."""
+    parts = []
+    for candidate, codes in _string_chunks(column):
+        ok = np.zeros(len(candidate), dtype=bool)
+        if len(codes):
+            ok[candidate] = rule(codes)
+        parts.append(ok)
+    if not parts:
+        return np.zeros(0, dtype=bool)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _uscc_rule(codes: np.ndarray) -> np.ndarray:
+    values = _USCC_VALUE[codes]
+    total = values[:, :17] @ _USCC_W
+    return (values >= 0).all(axis=1) & (values[:, 17] == (31 - total % 31) % 31)
+
+
+def _resident_id_rule(codes: np.ndarray) -> np.ndarray:
+    digits = _DIGIT_VALUE[codes[:, :17]]
+    total = digits @ _ID_W
+    return (digits >= 0).all(axis=1) & (codes[:, 17] == _ID_CHECK_CODE[total % 11])
+
+
+def _in_exceptions(column: pd.Series, exceptions: frozenset[str]) -> np.ndarray:
+    """Exact matches with the exception list; only ``str`` values can be on it."""
+    if not exceptions:
+        return np.zeros(len(column), dtype=bool)
+    array = column.array
+    if isinstance(array, pd.arrays.ArrowExtensionArray):
+        chunked = array.__arrow_array__()
+        if pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type):
+            listed = pa.array(sorted(exceptions), type=chunked.type)
+            found = pc.is_in(chunked, value_set=listed, skip_nulls=True)
+            return found.to_numpy(zero_copy_only=False).astype(bool, copy=False)
+    values = column.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=False) != "string":  # keep str values only
+        is_str = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+        out = np.zeros(len(values), dtype=bool)
+        out[is_str] = _in_exceptions(pd.Series(values[is_str], dtype=object), exceptions)
+        return out
+    return pd.Index(values, dtype=object).isin(list(exceptions))
+
+
+def valid_uscc(column: pd.Series, exceptions: frozenset[str] | None = None) -> pd.Series:
+    """:func:`govbank.checks.is_valid_uscc` for a whole column, or on ``exceptions``.
+
+    ``exceptions`` defaults to the reference list (:func:`uscc_exceptions`). Returns a
+    boolean Series with the column's index.
+    """
+    listed = uscc_exceptions() if exceptions is None else exceptions
+    ok = _check(column, _uscc_rule) | _in_exceptions(column, listed)
+    return pd.Series(ok, index=column.index, dtype=bool)
+
+
+def valid_resident_id(column: pd.Series) -> pd.Series:
+    """:func:`govbank.checks.is_valid_resident_id` for a whole column, as a boolean Series."""
+    return pd.Series(_check(column, _resident_id_rule), index=column.index, dtype=bool)
 
 
 class ColumnValuesValidUscc(ColumnMapMetricProvider):
@@ -54,8 +211,7 @@ class ColumnValuesValidUscc(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
-        exceptions = uscc_exceptions()
-        return column.map(lambda v: _uscc_ok(v, exceptions)).astype(bool)
+        return valid_uscc(column)
 
 
 class ColumnValuesValidResidentId(ColumnMapMetricProvider):
@@ -65,7 +221,7 @@ class ColumnValuesValidResidentId(ColumnMapMetricProvider):
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(cls, column: pd.Series, **kwargs: Any) -> pd.Series:
-        return column.map(is_valid_resident_id).astype(bool)
+        return valid_resident_id(column)
 
 
 def _template(renderer_configuration: RendererConfiguration, what: str) -> RendererConfiguration:

@@ -4,6 +4,8 @@ The rules are data (``expectations/<suite>.json``); each expectation carries
 ``meta = {"reason_code", "field"}`` so a failure maps straight to a receipt line.
 This module turns a GX validation result into :class:`RowIssue` objects and, when a
 Data Docs folder is given, keeps a static Data Docs site of every validation there.
+A file validated in chunks gets one page (:meth:`Validator.file_run`): the chunks'
+results are merged into one file-level result, which is all that is stored.
 
 ``import great_expectations`` costs seconds, so it happens only when a
 :class:`Validator` is built: importing this module stays cheap (DAG files may do it).
@@ -12,11 +14,13 @@ Data Docs folder is given, keeps a static Data Docs site of every validation the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -39,6 +43,15 @@ SUITE_FILES: dict[str, str] = {
 LINE_COLUMN = "source_line"
 SITE_NAME = "govbank"
 RESULTS_SUBDIR = ".gx/validations"
+# hash of what the suite pages were last rendered from: a new Validator skips
+# rebuilding them when it matches (and the pages exist)
+SUITE_PAGES_MARKER = ".gx/suite_pages.sha256"
+# GX's default partial_unexpected_count: samples and value counts kept per expectation
+PARTIAL_LIMIT = 20
+# value counts held while merging chunks (the page shows PARTIAL_LIMIT of them)
+_COUNTS_HELD = 5 * PARTIAL_LIMIT
+# lists a COMPLETE result holds for every failing row; never stored for a file
+_COMPLETE_ONLY = ("unexpected_list", "unexpected_index_list", "unexpected_index_query")
 # the index page reloads this many stored results on every build (≈25 ms each for a
 # 50k-row chunk with a few hundred failures); older pages stay on disk, unlisted
 INDEX_LIMIT = 30
@@ -65,7 +78,12 @@ class ValidationOutcome:
 
 
 def _mask(value: object) -> object:
-    return None if value is None else mask(str(value))
+    # nulls of a ``str`` (pyarrow) column arrive as NaN, not None; pd.NA from "string"
+    if value is None or type(value).__name__ == "NAType":
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    return mask(str(value))
 
 
 def _gx_param(value: Any) -> Any:
@@ -166,8 +184,10 @@ class Validator:
         self._suites: dict[str, Any] = {}
         self._suite_columns: dict[str, set[str]] = {}
         self._batch_definitions: dict[str, Any] = {}
+        suite_sources: list[bytes] = []
         for dataset, fname in SUITE_FILES.items():
             data = _load_suite_json(self.expectations_dir / fname)
+            suite_sources.append(json.dumps(data, sort_keys=True).encode())
             try:
                 suite = gx.ExpectationSuite(**data)
             except Exception as exc:  # GX raises several types for a bad suite
@@ -183,18 +203,50 @@ class Validator:
             self._batch_definitions[dataset] = asset.add_batch_definition_whole_dataframe("frame")
 
         if self.data_docs_dir is not None:
-            from great_expectations.data_context.types.resource_identifiers import (
-                ExpectationSuiteIdentifier,
-            )
+            self._build_suite_pages(gx.__version__, suite_sources)
 
-            # suite pages document the rules; cheap (three suites), refreshed per Validator
-            self._context.build_data_docs(
-                site_names=[SITE_NAME],
-                resource_identifiers=[
-                    ExpectationSuiteIdentifier(name=s.name) for s in self._suites.values()
-                ],
-                build_index=False,
-            )
+    def _build_suite_pages(self, gx_version: str, sources: list[bytes]) -> None:
+        """Render the suite pages, unless they exist and were rendered from these inputs.
+
+        The marker hashes the suite files, the notes we add (from the reason table),
+        GX's version and our custom expectations' renderers: all a suite page shows.
+        """
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+        )
+
+        import govbank.gx_expectations
+
+        assert self.data_docs_dir is not None
+        digest = hashlib.sha256()
+        for part in (
+            gx_version.encode(),
+            *sources,
+            json.dumps(ROW_REASONS, sort_keys=True, ensure_ascii=False).encode(),
+            Path(govbank.gx_expectations.__file__).read_bytes(),
+        ):
+            digest.update(hashlib.sha256(part).digest())
+        marker = self.data_docs_dir / SUITE_PAGES_MARKER
+        pages = [
+            self.data_docs_dir / "expectations" / f"{s.name}.html" for s in self._suites.values()
+        ]
+        try:
+            current = marker.read_text(encoding="ascii").strip() == digest.hexdigest()
+        except OSError:
+            current = False
+        if current and all(p.is_file() for p in pages):
+            return
+        self._context.build_data_docs(
+            site_names=[SITE_NAME],
+            resource_identifiers=[
+                ExpectationSuiteIdentifier(name=s.name) for s in self._suites.values()
+            ],
+            build_index=False,
+        )
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        partial = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+        partial.write_text(digest.hexdigest() + "\n", encoding="ascii")
+        partial.replace(marker)  # atomic: a concurrent Validator reads old or new
 
     def validate(
         self,
@@ -204,15 +256,37 @@ class Validator:
         run_name: str,
         params: dict[str, Any] | None = None,
         build_index: bool = True,
+        publish: bool = True,
     ) -> ValidationOutcome:
         """Check ``frame`` (``source_line`` + canonical columns) against the dataset's suite.
 
         ``params`` fills the suite's ``$PARAMETER`` placeholders, e.g. ``file_date``.
-        ``build_index=False`` renders only this validation's page (for all chunks of a
-        file but the last, since the index costs more than the page).
+        With a Data Docs site and ``publish`` the result is stored and gets its own page;
+        ``build_index=False`` renders only that page (the index costs more than a page).
+        ``publish=False`` only checks (``docs_page`` is None). For a file validated in
+        chunks, :meth:`file_run` gives one page for the whole file instead.
         An expectation that cannot run (missing column, bad parameter) raises
         :class:`ConfigError`: it is our fault, never the bank's.
         """
+        result, issues = self._check(dataset, frame, params)
+        docs_page = None
+        if publish and self.data_docs_dir is not None:
+            _mask_personal(result)
+            docs_page = self._publish(result, self._suites[dataset].name, run_name, build_index)
+        return ValidationOutcome(
+            success=not issues, issues=issues, evaluated=len(frame), docs_page=docs_page
+        )
+
+    def file_run(self, dataset: str, run_name: str) -> FileValidation:
+        """Validate one file chunk by chunk, then :meth:`FileValidation.publish` it once."""
+        if dataset not in self._suites:
+            raise ConfigError(f"no expectation suite for dataset {dataset!r}")
+        return FileValidation(self, dataset, run_name)
+
+    def _check(
+        self, dataset: str, frame: pd.DataFrame, params: dict[str, Any] | None
+    ) -> tuple[Any, list[RowIssue]]:
+        """GX's COMPLETE result for ``frame`` and the row issues it names."""
         if dataset not in self._suites:
             raise ConfigError(f"no expectation suite for dataset {dataset!r}")
         missing = (self._suite_columns[dataset] | {LINE_COLUMN}) - set(frame.columns)
@@ -235,14 +309,7 @@ class Validator:
             )
         except GreatExpectationsError as exc:  # e.g. a $PARAMETER without a value
             raise ConfigError(f"{dataset} validation could not run: {exc}") from exc
-        issues = _issues(result)
-        _mask_personal(result)
-        docs_page = (
-            self._publish(result, suite.name, run_name, build_index) if self.data_docs_dir else None
-        )
-        return ValidationOutcome(
-            success=not issues, issues=issues, evaluated=len(frame), docs_page=docs_page
-        )
+        return result, _issues(result)
 
     def _publish(self, result: Any, suite_name: str, run_name: str, build_index: bool) -> str:
         """Store the result and render its page (and the index) into the Data Docs site."""
@@ -276,6 +343,179 @@ class Validator:
         if not url:
             raise ConfigError(f"Data Docs page for {run_name} was not written")
         return Path(unquote(urlparse(url).path)).relative_to(self.data_docs_dir).as_posix()
+
+
+@dataclass
+class _Tally:
+    """One expectation's file-level figures: running sums and a few samples."""
+
+    success: bool = True
+    element_count: int = 0
+    missing_count: int | None = None  # None: GX does not report it for this expectation
+    unexpected_count: int = 0
+    partial_list: list[Any] = field(default_factory=list)
+    partial_index_list: list[Any] | None = None
+    counts: dict[str, list[Any]] | None = None  # repr(value) -> [value, count]
+    counts_error: list[dict[str, Any]] | None = None
+
+    def add(self, evr: Any) -> None:
+        self.success = self.success and bool(evr.success)
+        res = evr.result or {}
+        if "unexpected_count" not in res:  # not a map expectation: the first chunk's result
+            return
+        self.element_count += res.get("element_count") or 0
+        self.unexpected_count += res.get("unexpected_count") or 0
+        if "missing_count" in res:
+            self.missing_count = (self.missing_count or 0) + (res["missing_count"] or 0)
+        room = PARTIAL_LIMIT - len(self.partial_list)
+        if room > 0:
+            self.partial_list += res.get("partial_unexpected_list", [])[:room]
+        if "partial_unexpected_index_list" in res:
+            self.partial_index_list = self.partial_index_list or []
+            room = PARTIAL_LIMIT - len(self.partial_index_list)
+            if room > 0:
+                self.partial_index_list += res["partial_unexpected_index_list"][:room]
+        if "partial_unexpected_counts" in res:
+            self._add_counts(res["partial_unexpected_counts"])
+
+    def _add_counts(self, entries: list[dict[str, Any]]) -> None:
+        if self.counts is None:
+            self.counts = {}
+        for entry in entries:
+            if "value" not in entry:  # GX's {"error": ...} for unhashable values
+                self.counts_error = [entry]
+                continue
+            held = self.counts.setdefault(repr(entry["value"]), [entry["value"], 0])
+            held[1] += entry["count"]
+        if len(self.counts) > _COUNTS_HELD:  # flat memory; dropped counts make the
+            # page say "sampled" (their sum no longer equals unexpected_count)
+            self.counts = dict(_by_count(self.counts.items())[:_COUNTS_HELD])
+
+    def write(self, evr: Any) -> None:
+        """Put the file's figures into ``evr`` (the first chunk's result)."""
+        evr.success = self.success
+        res = evr.result
+        if not res or "unexpected_count" not in res:
+            return
+        element, missing, unexpected = self.element_count, self.missing_count, self.unexpected_count
+        res["element_count"] = element
+        res["unexpected_count"] = unexpected
+        # the percents as GX's _format_map_output computes them
+        total = unexpected / element * 100 if element else None
+        nonmissing = total
+        if missing is not None:
+            res["missing_count"] = missing
+            res["missing_percent"] = missing / element * 100 if element else None
+            nonnull = element - missing
+            nonmissing = unexpected / nonnull * 100 if element and nonnull > 0 else None
+            res["unexpected_percent_total"] = total
+            res["unexpected_percent_nonmissing"] = nonmissing
+        res["unexpected_percent"] = nonmissing
+        if "partial_unexpected_list" in res:
+            res["partial_unexpected_list"] = list(self.partial_list)
+        if self.partial_index_list is not None:
+            res["partial_unexpected_index_list"] = list(self.partial_index_list)
+        if self.counts_error is not None:
+            res["partial_unexpected_counts"] = self.counts_error
+        elif self.counts is not None:
+            res["partial_unexpected_counts"] = [
+                {"value": value, "count": count}
+                for _, (value, count) in _by_count(self.counts.items())[:PARTIAL_LIMIT]
+            ]
+
+
+def _by_count(items: Any) -> list[tuple[str, list[Any]]]:
+    """Most frequent first, ties by value like GX (by representation if not comparable)."""
+    items = list(items)
+    try:
+        return sorted(items, key=lambda kv: (-kv[1][1], kv[1][0]))
+    except TypeError:
+        return sorted(items, key=lambda kv: (-kv[1][1], kv[0]))
+
+
+class FileValidation:
+    """One file validated in chunks; :meth:`publish` stores and renders one result.
+
+    Holds the first chunk's result (without its per-row lists) as the template of the
+    file's result and, per expectation, running sums and at most 20 samples: memory
+    does not grow with the file.
+    """
+
+    def __init__(self, validator: Validator, dataset: str, run_name: str) -> None:
+        self._validator = validator
+        self.dataset = dataset
+        self.run_name = run_name
+        self.chunks = 0
+        self.rows = 0
+        self._template: Any = None
+        self._tallies: list[_Tally] = []
+
+    def validate(
+        self, frame: pd.DataFrame, *, params: dict[str, Any] | None = None
+    ) -> ValidationOutcome:
+        """Check one chunk: its row issues now, its figures kept for :meth:`publish`."""
+        result, issues = self._validator._check(self.dataset, frame, params)
+        _drop_complete_lists(result)
+        _mask_personal(result)
+        if self._template is None:
+            self._template = result
+            self._tallies = [_Tally() for _ in result.results]
+        elif len(result.results) != len(self._tallies):  # the suite is fixed per Validator
+            raise ConfigError(f"{self.dataset}: chunks gave different expectation lists")
+        for tally, evr in zip(self._tallies, result.results, strict=True):
+            tally.add(evr)
+        self.chunks += 1
+        self.rows += len(frame)
+        return ValidationOutcome(
+            success=not issues, issues=issues, evaluated=len(frame), docs_page=None
+        )
+
+    def result(self) -> Any:
+        """The file-level ExpectationSuiteValidationResult (None before any chunk)."""
+        from great_expectations.validator.validation_statistics import (
+            calc_validation_statistics,
+        )
+
+        result = self._template
+        if result is None:
+            return None
+        for tally, evr in zip(self._tallies, result.results, strict=True):
+            tally.write(evr)
+        stats = calc_validation_statistics(result.results)
+        result.success = stats.success
+        result.statistics = {
+            "evaluated_expectations": stats.evaluated_expectations,
+            "successful_expectations": stats.successful_expectations,
+            "unsuccessful_expectations": stats.unsuccessful_expectations,
+            "success_percent": stats.success_percent,
+        }
+        markers = result.meta.get("batch_markers")
+        if isinstance(markers, dict):  # the first chunk's fingerprint would mislead
+            markers.pop("pandas_data_fingerprint", None)
+            markers.update(chunks=self.chunks, rows=self.rows)
+        return result
+
+    def publish(self) -> str | None:
+        """Store the file's result and render its page and the index, once.
+
+        Returns the page relative to ``data_docs_dir``; None without a Data Docs site
+        or when no chunk was validated.
+        """
+        validator = self._validator
+        result = self.result()
+        if result is None or validator.data_docs_dir is None:
+            return None
+        suite_name = validator._suites[self.dataset].name
+        return validator._publish(result, suite_name, self.run_name, build_index=True)
+
+
+def _drop_complete_lists(result: Any) -> None:
+    """Keep GX's partial (≤20) lists, drop the lists of every failing row."""
+    for evr in result.results:
+        res = evr.result
+        if res:
+            for key in _COMPLETE_ONLY:
+                res.pop(key, None)
 
 
 def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
