@@ -359,12 +359,13 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
 PHASES = {
     "_receive": "receive (fetch, sha256, archive, register)",
     "_parse": "open + detect encoding",
-    "normalise_chunk": "normalise",
+    "normalise_cells": "normalise",
     "_frame": "frame for GX",
     "_merge_issues": "merge issues",
-    "_cross_checks": "cross checks (outlets, keys)",
-    "_rows_for_load": "rows for load (pseudonymise)",
-    "stage": "stage (COPY)",
+    "_unknown_outlets": "cross checks (outlets)",
+    "_staged_columns": "staged columns (pseudonymise)",
+    "_stage_chunk": "stage (COPY, in a second thread: overlaps the rest)",
+    "duplicate_keys": "duplicate keys across the file (SQL)",
     "merge_elicense_biz": "merge (upsert)",
     "_write_rejects": "write rejects",
     "_answer": "answer (receipt, rejects.csv, outbox)",
@@ -376,6 +377,17 @@ def _add(timings: dict[str, float], name: str, t_wall: float, t_cpu: float) -> N
     """Accumulate wall and CPU seconds (CPU resists a busy machine better than wall)."""
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t_wall
     timings[f"{name}.cpu"] = timings.get(f"{name}.cpu", 0.0) + time.process_time() - t_cpu
+
+
+def _timed(timings: dict[str, float], name: str, fn: Any) -> Any:
+    def timed(*a: Any, **kw: Any) -> Any:
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return fn(*a, **kw)
+        finally:
+            _add(timings, name, t, c)
+
+    return timed
 
 
 def _install_phase_timers(timings: dict[str, float]) -> None:
@@ -463,6 +475,15 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
                 _add(timings, "gx_validate", t, c)
 
         validator.validate = timed_validate
+        file_run = validator.file_run
+
+        def timed_file_run(*a: Any, **kw: Any) -> Any:
+            run = file_run(*a, **kw)
+            for method, phase in (("validate", "gx_validate"), ("publish", "gx_data_docs")):
+                setattr(run, method, _timed(timings, phase, getattr(run, method)))
+            return run
+
+        validator.file_run = timed_file_run
         return validator
 
     ctx.validator_factory = timed_factory

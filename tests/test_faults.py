@@ -298,13 +298,19 @@ def _chain(exc: BaseException | None) -> str:
 class Cutter(threading.Thread):
     """Holds ``lock_sql`` so the loader blocks on ``statement``, then terminates its backend.
 
-    A SHARE lock blocks writes (COPY, INSERT, UPDATE) but not reads, so the loader runs
-    normally until exactly that statement, where it waits: the cut lands there.
+    A SHARE lock blocks writes (INSERT, UPDATE) but not reads, so the loader runs
+    normally until exactly that statement, where it waits: the cut lands there. Staging
+    is a temporary table nobody else can lock: for the COPY, ``lock_sql`` is None and
+    the loader is caught while the server waits for its data (``wait="Client"``).
     """
 
-    def __init__(self, site: Site, lock_sql: str, statement: str, how: str = "pg_terminate_backend") -> None:
+    def __init__(
+        self, site: Site, lock_sql: str | None, statement: str, how: str = "pg_terminate_backend",
+        wait: str = "Lock",
+    ) -> None:
         super().__init__(daemon=True)
         self.site, self.lock_sql, self.statement, self.how = site, lock_sql, statement, how
+        self.wait = wait
         self.locked = threading.Event()
         self.cut: dict[str, Any] | None = None
         self.error: BaseException | None = None
@@ -315,15 +321,16 @@ class Cutter(threading.Thread):
         url = libpq_url(self.site.url)
         try:
             with psycopg.connect(url) as holder, psycopg.connect(url, autocommit=True) as admin:
-                holder.execute(self.lock_sql)
+                if self.lock_sql:
+                    holder.execute(self.lock_sql)
                 self.locked.set()
                 try:
                     for _ in range(1200):
                         row = admin.execute(
                             "SELECT pid, query, wait_event_type FROM pg_stat_activity "
-                            "WHERE application_name = %s AND wait_event_type = 'Lock' "
+                            "WHERE application_name = %s AND wait_event_type = %s "
                             "AND query ILIKE %s",
-                            (APP_NAME, self.statement),
+                            (APP_NAME, self.wait, self.statement),
                         ).fetchone()
                         if row:
                             admin.execute(f"SELECT {self.how}(%s)", (row[0],))
@@ -338,21 +345,36 @@ class Cutter(threading.Thread):
             self.locked.set()
 
 
+def _slow_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow link: each block of a COPY reaches the server 0.3 s late, so a COPY is
+    still running, the server waiting for data, when the cutter looks."""
+    import psycopg
+
+    write = psycopg.Copy.write
+
+    def slow(self, buffer):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)
+        return write(self, buffer)
+
+    monkeypatch.setattr(psycopg.Copy, "write", slow)
+
+
 def test_connection_cut_in_copy_and_merge_then_retry_equals_clean_run(
-    drop: DemoDrop, clean, validator, tmp_path: Path  # type: ignore[no-untyped-def]
+    drop: DemoDrop, clean, validator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
     expected = clean("postgresql")
+    _slow_copy(monkeypatch)
     site = fresh_site("postgresql", tmp_path, drop, BANK)
     ctx = site.context(validator, PSEUDONYM_KEY)
     first_elic, snapshot = "ELIC_CCBOH_20230228.csv", "OUTLET_CCBOH_20230601.csv"
-    cuts = [  # (lock that makes the loader wait, the statement it waits in, the file)
-        ("LOCK TABLE govbank.stg_elicense_biz IN SHARE MODE", "COPY %stg_elicense_biz%", first_elic),
-        ("LOCK TABLE govbank.fact_elicense_biz IN SHARE MODE", "INSERT INTO %fact_elicense_biz%", first_elic),
+    cuts = [  # (lock that makes the loader wait, the statement it waits in, the file, on what)
+        (None, "COPY %tmp_stg_elicense_biz%", first_elic, "Client"),
+        ("LOCK TABLE govbank.fact_elicense_biz IN SHARE MODE", "UPDATE %fact_elicense_biz%", first_elic, "Lock"),
         # the retry gets past the ELIC files; the second snapshot's type-2 merge is cut
-        ("LOCK TABLE govbank.dim_outlet IN SHARE MODE", "UPDATE %dim_outlet%", snapshot),
+        ("LOCK TABLE govbank.dim_outlet IN SHARE MODE", "UPDATE %dim_outlet%", snapshot, "Lock"),
     ]
-    for lock_sql, statement, name in cuts:
-        cutter = Cutter(site, lock_sql, statement)
+    for lock_sql, statement, name, wait in cuts:
+        cutter = Cutter(site, lock_sql, statement, wait=wait)
         cutter.start()
         cutter.locked.wait(60)
         with pytest.raises(TransientError) as raised:
@@ -373,14 +395,15 @@ def test_connection_cut_in_copy_and_merge_then_retry_equals_clean_run(
     assert_like_clean(site, expected)
 
 
-def test_statement_cancelled_in_copy_is_a_transient_error(drop: DemoDrop, validator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_statement_cancelled_in_copy_is_a_transient_error(  # type: ignore[no-untyped-def]
+    drop: DemoDrop, validator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """statement_timeout, lock_timeout, a deadlock or an operator's pg_cancel_backend end
     the COPY with the connection alive: the run must still say "retry me"."""
     site = fresh_site("postgresql", tmp_path, drop, BANK)
     ctx = site.context(validator, PSEUDONYM_KEY)
-    cutter = Cutter(
-        site, "LOCK TABLE govbank.stg_elicense_biz IN SHARE MODE", "COPY %stg_elicense_biz%", "pg_cancel_backend"
-    )
+    _slow_copy(monkeypatch)
+    cutter = Cutter(site, None, "COPY %tmp_stg_elicense_biz%", "pg_cancel_backend", wait="Client")
     cutter.start()
     cutter.locked.wait(60)
     try:

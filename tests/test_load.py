@@ -106,3 +106,47 @@ def test_biz_upsert_latest_version_wins(warehouse_url: str) -> None:
         ("1", "有效", Decimal("100.00")),
         ("2", "撤销", Decimal("250.50")),
     ]
+
+
+def test_biz_resent_unchanged_keeps_its_provenance(warehouse_url: str) -> None:
+    check_resent_unchanged_keeps_provenance(warehouse_url)  # PostgreSQL: tests/test_postgres.py
+
+
+def check_resent_unchanged_keeps_provenance(url: str) -> None:
+    """A record re-sent with the same values is not rewritten (no new row version): its
+    file and line stay those that brought the values; a changed one takes the new file's.
+    Temporary staging, as the pipeline stages."""
+    import pyarrow as pa
+
+    from govbank.load import create_staging, drop_staging
+
+    engine = make_engine(url)
+    columns = ("biz_id", "biz_type", "uscc", "enterprise_name", "outlet_code", "biz_date",
+               "credit_amount_yuan", "drawn_amount_yuan", "loan_product", "status", "legal_rep_key",
+               "source_line")
+
+    def load(file: str, rows: list[dict]) -> None:
+        with engine.begin() as conn:
+            tmp = create_staging(conn, stg_elicense_biz, columns, f"t{len(file)}")
+            text = ("credit_amount_yuan", "drawn_amount_yuan")  # decimal text, as normalised
+            data = pa.table({
+                c: pa.array([str(r[c]) if c in text and r[c] is not None else r[c] for r in rows],
+                            pa.string() if c in text else None)
+                for c in columns
+            })
+            stage(conn, tmp, None, data)
+            merge_elicense_biz(conn, staging=tmp, constants={
+                "bank_code": "WZB", "source_file": file, "loaded_at": dt.datetime(2023, 6, 2, tzinfo=dt.UTC),
+            })
+            drop_staging(conn, tmp)
+
+    load("first.txt", [_biz("1"), _biz("2")])
+    load("second.txt", [{**_biz("1"), "source_line": 9}, {**_biz("2", "撤销"), "source_line": 7}, _biz("3")])
+    f = fact_elicense_biz.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(f.biz_id, f.status, f.source_file, f.source_line).order_by(f.biz_id)).all()
+    assert [tuple(r) for r in rows] == [
+        ("1", "有效", "first.txt", 2),
+        ("2", "撤销", "second.txt", 7),
+        ("3", "有效", "second.txt", 2),
+    ]

@@ -70,8 +70,8 @@ def test_normalise_types_and_towns() -> None:
         [2, 3, 4], [["2023/06/01", "150", "A"], ["2023-02-30", "1e5", "B"], [None, None, None]]
     )
     out = normalise_chunk(chunk, cols, feed, Dataset.ELIC)
-    assert out.columns["biz_date"] == [dt.date(2023, 6, 1), None, None]
-    assert out.columns["credit_amount"] == [Decimal("1500000.00"), None, None]
+    assert out.values("biz_date") == [dt.date(2023, 6, 1), None, None]
+    assert out.values("credit_amount") == [Decimal("1500000.00"), None, None]
     assert {(i.line, i.field, i.reason_code) for i in out.issues} == {
         (3, "biz_date", "INVALID_DATE"),
         (3, "credit_amount", "INVALID_NUMBER"),
@@ -82,7 +82,7 @@ def test_normalise_types_and_towns() -> None:
         FeedContract(),
         Dataset.OUTLET,
     )
-    assert towns.columns["town_code"] == ["330304108000", "330304001000", "330304012000", None]
+    assert towns.values("town_code") == ["330304108000", "330304001000", "330304012000", None]
 
 
 def test_impossible_date_is_invalid() -> None:

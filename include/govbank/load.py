@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     Connection,
+    Integer,
+    MetaData,
+    Table,
+    Text,
     and_,
     delete,
     exists,
@@ -52,6 +59,62 @@ OUTLET_ATTRS = (
     "status",
 )
 BIZ_COLUMNS = tuple(c.name for c in fact_elicense_biz.columns)
+BIZ_KEYS = ("bank_code", "biz_id")
+# what makes a re-sent record news; provenance (file, line, time) alone does not
+BIZ_VALUES = tuple(
+    n for n in BIZ_COLUMNS if n not in (*BIZ_KEYS, "source_file", "source_line", "loaded_at")
+)
+COPY_BLOCK = 1 << 20
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def create_staging(conn: Connection, base: Table, columns: Sequence[str], tag: str) -> Table:
+    """A temporary staging table of ``base``'s ``columns`` for one load in this transaction.
+
+    Private to the connection, never logged, nothing to clean up after a crash: PostgreSQL
+    drops it at commit or rollback; on SQLite :func:`drop_staging` drops it. No index and
+    no ``load_id``, so COPY and the merge touch nothing but the rows.
+    """
+    pg = conn.dialect.name == "postgresql"
+    table = Table(
+        f"tmp_{base.name}_{tag}",
+        MetaData(),
+        *(Column(n, base.c[n].type) for n in columns),
+        schema="pg_temp" if pg else "temp",
+        prefixes=["TEMPORARY"],
+        **({"postgresql_on_commit": "DROP"} if pg else {}),
+    )
+    table.create(conn)
+    return table
+
+
+def create_key_table(conn: Connection, tag: str) -> Table:
+    """Every row's key and line, for duplicates across the whole file in flat memory."""
+    base = Table("keys", MetaData(), Column("key", Text), Column("line", Integer))
+    return create_staging(conn, base, ("key", "line"), tag)
+
+
+def drop_staging(conn: Connection, *tables: Table) -> None:
+    if conn.dialect.name != "postgresql":  # PostgreSQL drops them at the end of the transaction
+        for table in tables:
+            table.drop(conn, checkfirst=True)
+
+
+def duplicate_keys(conn: Connection, keys: Table) -> list[tuple[int, str]]:
+    """(line, key) of every row whose key occurs more than once in the file."""
+    dup = select(keys.c.key).group_by(keys.c.key).having(func.count() > 1).subquery()
+    rows = conn.execute(
+        select(keys.c.line, keys.c.key).join(dup, dup.c.key == keys.c.key).order_by(keys.c.line)
+    )
+    return [(r.line, r.key) for r in rows]
+
+
+def drop_duplicated(conn: Connection, staging: Table, key_column: str, keys: Table) -> int:
+    """Remove staged rows whose key the file holds twice; how many went."""
+    dup = select(keys.c.key).group_by(keys.c.key).having(func.count() > 1)
+    return conn.execute(delete(staging).where(staging.c[key_column].in_(dup))).rowcount
 
 
 def dialect_insert(conn: Connection, table):  # type: ignore[no-untyped-def]
@@ -85,21 +148,83 @@ def known_outlets(conn: Connection, bank_code: str) -> set[str]:
     )
 
 
-def stage(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> None:  # type: ignore[no-untyped-def]
-    """Put a chunk's rows into a staging table, tagged with ``load_id``.
+def stage(conn: Connection, table, load_id: str | None, rows: Sequence[dict] | pa.Table) -> None:  # type: ignore[no-untyped-def]
+    """Put a chunk's rows into a staging table, tagged with ``load_id`` (if it has one).
 
     PostgreSQL gets them through ``COPY ... FROM STDIN`` on the same DBAPI connection,
-    so they share the caller's transaction; SQLite gets one ``executemany``.
+    so they share the caller's transaction; SQLite gets one ``executemany``. ``rows``
+    may be an Arrow table (the pipeline's columns): PostgreSQL then gets it as CSV
+    written by Arrow, a few MiB per write, never a Python object per value.
     """
-    if not rows:
+    if not len(rows):
         return
+    if not isinstance(rows, Sequence):
+        if conn.dialect.name == "postgresql":
+            copy_arrow(conn, table, load_id, rows)
+            return
+        rows = _arrow_rows(table, rows)
     if conn.dialect.name == "postgresql":
         copy_rows(conn, table, load_id, rows)
     else:
-        conn.execute(insert(table), [{"load_id": load_id, **r} for r in rows])
+        tag = {"load_id": load_id} if load_id is not None else {}
+        conn.execute(insert(table), [{**tag, **r} for r in rows])
 
 
-def copy_rows(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> None:  # type: ignore[no-untyped-def]
+def _arrow_rows(table, data: pa.Table) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Arrow rows as the dicts ``executemany`` takes; decimal text becomes ``Decimal``."""
+    from decimal import Decimal
+
+    from sqlalchemy import Numeric
+
+    rows = data.to_pylist()
+    numeric = [n for n in data.column_names if isinstance(table.c[n].type, Numeric)]
+    for r in rows:
+        for n in numeric:
+            if r[n] is not None:
+                r[n] = Decimal(r[n])
+    return rows
+
+
+def _target(conn: Connection, table):  # type: ignore[no-untyped-def]
+    from psycopg import sql
+
+    # the raw cursor does not see SQLAlchemy's schema_translate_map: qualify by hand
+    schema = table.schema or conn.get_execution_options().get("schema_translate_map", {}).get(None)
+    return sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
+
+
+def copy_arrow(conn: Connection, table, load_id: str | None, data: pa.Table) -> None:  # type: ignore[no-untyped-def]
+    """``COPY ... (FORMAT csv)`` of an Arrow table, in the caller's transaction."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    from psycopg import sql
+
+    if load_id is not None:
+        data = data.append_column("load_id", pa.repeat(pa.scalar(load_id), len(data)))
+    unknown = set(data.column_names) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        _target(conn, table), sql.SQL(", ").join(sql.Identifier(n) for n in data.column_names)
+    )
+    buf = io.BytesIO()
+    pacsv.write_csv(data, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    view = buf.getbuffer()
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cur, cur.copy(statement) as copy:
+            for start in range(0, len(view), COPY_BLOCK):
+                copy.write(view[start:start + COPY_BLOCK])
+    except psycopg.Error as err:
+        raise DBAPIError.instance(
+            statement.as_string(driver), None, err, psycopg.Error, dialect=conn.dialect
+        ) from err
+    finally:
+        view.release()
+
+
+def copy_rows(conn: Connection, table, load_id: str | None, rows: Sequence[dict]) -> None:  # type: ignore[no-untyped-def]
     """``COPY`` rows into ``table`` (psycopg 3), inside the SQLAlchemy connection's transaction.
 
     The columns are the first row's keys, as with ``executemany``; a later row without
@@ -109,20 +234,18 @@ def copy_rows(conn: Connection, table, load_id: str, rows: Sequence[dict]) -> No
     from psycopg import sql
 
     names = [n for n in rows[0] if n != "load_id"]
+    head = ("load_id",) if load_id is not None else ()
     unknown = set(names) - set(table.c.keys())
     if unknown:
         raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
-    # the raw cursor does not see SQLAlchemy's schema_translate_map: qualify by hand
-    schema = table.schema or conn.get_execution_options().get("schema_translate_map", {}).get(None)
-    target = sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        target, sql.SQL(", ").join(sql.Identifier(n) for n in ("load_id", *names))
+        _target(conn, table), sql.SQL(", ").join(sql.Identifier(n) for n in (*head, *names))
     )
     driver = conn.connection.driver_connection
     try:
         with driver.cursor() as cur, cur.copy(statement) as copy:
             for r in rows:
-                copy.write_row((load_id, *(r[n] for n in names)))
+                copy.write_row((*((load_id,) if head else ()), *(r[n] for n in names)))
     except psycopg.Error as err:
         # the raw cursor bypasses SQLAlchemy: raise what SQLAlchemy would raise, so a
         # cancelled or cut COPY is an OperationalError (the pipeline's TransientError)
@@ -151,8 +274,8 @@ def _differs(a, b):  # type: ignore[no-untyped-def]
 
 
 def merge_outlets(
-    conn: Connection, load_id: str, bank_code: str, snapshot_date: dt.date, source_file: str,
-    keep: Iterable[str] = (),
+    conn: Connection, load_id: str | None, bank_code: str, snapshot_date: dt.date, source_file: str,
+    keep: Iterable[str] = (), *, staging: Table = stg_outlet,
 ) -> None:
     """Type-2 merge of a full snapshot into ``dim_outlet``.
 
@@ -162,8 +285,9 @@ def merge_outlets(
     Outlets in ``keep`` (sent in the snapshot but refused) stay as they are.
     """
     lock_merge(conn, dim_outlet.name, [bank_code])
-    d, s = dim_outlet, stg_outlet.alias("s")
-    staged = select(s).where(s.c.load_id == load_id, s.c.outlet_code == d.c.outlet_code)
+    d, s = dim_outlet, staging.alias("s")
+    mine = s.c.load_id == load_id if load_id is not None else true()
+    staged = select(s).where(mine, s.c.outlet_code == d.c.outlet_code)
     current_of_bank = and_(d.c.bank_code == bank_code, d.c.is_current == true())
     kept = sorted(set(keep))
     in_snapshot = or_(exists(staged), d.c.outlet_code.in_(kept)) if kept else exists(staged)
@@ -215,7 +339,7 @@ def merge_outlets(
             )
         )
     # new or changed outlets: open a current version
-    s2 = stg_outlet.alias("s2")
+    s2 = staging.alias("s2")
     has_current = exists(
         select(d.c.outlet_key).where(
             d.c.bank_code == bank_code, d.c.outlet_code == s2.c.outlet_code, d.c.is_current == true()
@@ -232,25 +356,63 @@ def merge_outlets(
                 literal(None).label("valid_to"),
                 true().label("is_current"),
                 literal(source_file).label("source_file"),
-            ).where(s2.c.load_id == load_id, not_(has_current)),
+            ).where(s2.c.load_id == load_id if load_id is not None else true(), not_(has_current)),
         )
     )
-    conn.execute(delete(stg_outlet).where(stg_outlet.c.load_id == load_id))
+    if load_id is not None:
+        conn.execute(delete(staging).where(staging.c.load_id == load_id))
 
 
-def merge_elicense_biz(conn: Connection, load_id: str) -> None:
-    """Upsert: the latest file's version of each (bank_code, biz_id) wins."""
-    s = stg_elicense_biz
+def merge_elicense_biz(
+    conn: Connection, load_id: str | None = None, *, staging: Table = stg_elicense_biz,
+    constants: Mapping[str, Any] | None = None,
+) -> None:
+    """Upsert: the latest file's version of each (bank_code, biz_id) wins.
+
+    Rows come from ``staging`` (those of ``load_id`` in the shared staging table, or a
+    whole temporary one); ``constants`` fills columns the file has one value for (bank,
+    file name, load time). A re-sent record whose values did not change is left alone:
+    no new row version, no index churn.
+    """
+    s = staging
+    constants = dict(constants or {})
     if conn.dialect.name == "postgresql":
-        banks = conn.execute(select(s.c.bank_code).where(s.c.load_id == load_id).distinct())
-        lock_merge(conn, fact_elicense_biz.name, banks.scalars())
-    stmt = dialect_insert(conn, fact_elicense_biz).from_select(
-        list(BIZ_COLUMNS), select(*(s.c[n] for n in BIZ_COLUMNS)).where(s.c.load_id == load_id)
-    )
-    keys = ("bank_code", "biz_id")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={n: stmt.excluded[n] for n in BIZ_COLUMNS if n not in keys},
-    )
-    conn.execute(stmt)
-    conn.execute(delete(s).where(s.c.load_id == load_id))
+        if "bank_code" in constants:
+            banks: Iterable[str] = [constants["bank_code"]]
+        else:
+            query = select(s.c.bank_code).distinct()
+            if load_id is not None:
+                query = query.where(s.c.load_id == load_id)
+            banks = conn.execute(query).scalars()
+        lock_merge(conn, fact_elicense_biz.name, banks)
+    source = select(
+        *(literal(constants[n], fact_elicense_biz.c[n].type).label(n) if n in constants else s.c[n] for n in BIZ_COLUMNS)
+    ).where(s.c.load_id == load_id if load_id is not None else true())
+    f = fact_elicense_biz
+    if conn.dialect.name == "postgresql":
+        # under the bank's merge lock nobody else inserts its keys: an UPDATE of the
+        # changed rows and a plain INSERT of the new ones is twice as fast as
+        # INSERT ... ON CONFLICT, whose speculative insertion costs per row
+        src = source.subquery("src")
+        same_key = and_(*(f.c[k] == src.c[k] for k in BIZ_KEYS))
+        conn.execute(
+            update(f)
+            .where(same_key, or_(*(f.c[n].is_distinct_from(src.c[n]) for n in BIZ_VALUES)))
+            .values({n: src.c[n] for n in BIZ_COLUMNS if n not in BIZ_KEYS})
+        )
+        conn.execute(
+            insert(f).from_select(
+                list(BIZ_COLUMNS),
+                select(*(src.c[n] for n in BIZ_COLUMNS)).where(~exists().where(same_key)),
+            )
+        )
+    else:
+        stmt = dialect_insert(conn, f).from_select(list(BIZ_COLUMNS), source)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(BIZ_KEYS),
+            set_={n: stmt.excluded[n] for n in BIZ_COLUMNS if n not in BIZ_KEYS},
+            where=or_(*(f.c[n].is_distinct_from(stmt.excluded[n]) for n in BIZ_VALUES)),
+        )
+        conn.execute(stmt)
+    if load_id is not None:
+        conn.execute(delete(s).where(s.c.load_id == load_id))
