@@ -527,7 +527,8 @@ def test_file_run_publishes_one_page_for_all_chunks(tmp_path: Path) -> None:
     ] == [page]
     text = _html_text(tmp_path / page)
     assert "7 unexpected values found" in text and "of 30 total rows" in text
-    assert f"Unexpected Value Count {bad_uscc} 7" in text  # counts summed over the chunks
+    # counts summed over the chunks; all 7 failing rows fit the sample, so their lines show
+    assert f"{bad_uscc} 7 2, 3, 4, 12, 13, 14, 15" in text
     assert "values must be valid resident ID numbers" in text
     assert "1****************1 7" in text  # masked, with the file-wide count
     html = (tmp_path / page).read_text(encoding="utf-8")
@@ -537,7 +538,9 @@ def test_file_run_publishes_one_page_for_all_chunks(tmp_path: Path) -> None:
     assert data["statistics"]["evaluated_expectations"] == len(_suite("elic.json")["expectations"])
     assert data["statistics"]["unsuccessful_expectations"] == 2
     for evr in data["results"]:
-        assert not {"unexpected_list", "unexpected_index_list"} & set(evr["result"])
+        # per-row lists only when the ≤ 20 samples are every failing row of the file
+        if "unexpected_index_list" in evr["result"]:
+            assert len(evr["result"]["unexpected_index_list"]) == evr["result"]["unexpected_count"] <= 20
         if "row_condition" not in evr["expectation_config"]["kwargs"]:
             assert evr["result"]["element_count"] == 30  # summed over the chunks
     assert page in (tmp_path / "index.html").read_text(encoding="utf-8")
@@ -578,7 +581,7 @@ def test_file_result_sums_the_chunks(tmp_path: Path) -> None:
     # 15 distinct failures: all listed (at most 20), each once; more than 20 are sampled
     assert len(uscc.result["partial_unexpected_counts"]) == 15
     assert len(uscc.result["partial_unexpected_index_list"]) == 15
-    assert "unexpected_list" not in uscc.result and "unexpected_index_list" not in uscc.result
+    assert len(uscc.result["unexpected_index_list"]) == 15  # complete: every failing row
 
 
 def test_file_run_keeps_at_most_twenty_samples(tmp_path: Path) -> None:
@@ -599,6 +602,7 @@ def test_file_run_keeps_at_most_twenty_samples(tmp_path: Path) -> None:
     ]
     assert len(uscc.result["partial_unexpected_counts"]) == 20
     assert len(uscc.result["partial_unexpected_index_list"]) == 20
+    assert "unexpected_index_list" not in uscc.result  # 20 of 45: no per-row list claimed
     text = _html_text(tmp_path / run.publish())
     assert "45 unexpected values found" in text
     assert "Sampled Unexpected Values" in text  # 20 of 45 counted: no "Count" claimed

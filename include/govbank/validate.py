@@ -415,6 +415,11 @@ class _Tally:
             res["partial_unexpected_list"] = list(self.partial_list)
         if self.partial_index_list is not None:
             res["partial_unexpected_index_list"] = list(self.partial_index_list)
+            if len(self.partial_index_list) == len(self.partial_list) == unexpected:
+                # every failing row of the file is in the sample: the page may name
+                # their lines (GX renders the index column only from these two lists)
+                res["unexpected_index_list"] = list(self.partial_index_list)
+                res["unexpected_list"] = list(self.partial_list)
         if self.counts_error is not None:
             res["partial_unexpected_counts"] = self.counts_error
         elif self.counts is not None:
