@@ -396,15 +396,7 @@ def _install_phase_timers(timings: dict[str, float]) -> None:
     import govbank.pipeline as pipeline
 
     def wrap(name: str, fn: Any) -> Any:
-        @functools.wraps(fn)
-        def timed(*a: Any, **kw: Any) -> Any:
-            t, c = time.perf_counter(), time.process_time()
-            try:
-                return fn(*a, **kw)
-            finally:
-                _add(timings, name, t, c)
-
-        return timed
+        return functools.wraps(fn)(_timed(timings, name, fn))
 
     def wrap_parse(fn: Any) -> Any:
         def timed_chunks(chunks: Any) -> Any:

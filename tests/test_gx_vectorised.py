@@ -25,6 +25,7 @@ from govbank.checks import (
 )
 from govbank.gx_expectations import _uscc_ok, valid_resident_id, valid_uscc
 from govbank.reference import uscc_exceptions
+from tests.test_validate import elic_row
 
 ROOT = Path(__file__).resolve().parents[1]
 USCC_OK = "91330304MA2ABCDE0T"
@@ -229,23 +230,6 @@ def validator():  # type: ignore[no-untyped-def]
     return Validator(ROOT / "expectations")
 
 
-def _elic(line: int, **over: object) -> dict:
-    row: dict[str, object] = {
-        "source_line": line,
-        "biz_id": f"B{line:06d}",
-        "outlet_code": "WZB-OH-001",
-        "biz_type": "一照贷款",
-        "uscc": USCC_OK,
-        "enterprise_name": "温州某某鞋业有限公司",
-        "legal_rep_id": ID_OK,
-        "biz_date": pd.Timestamp("2023-06-01"),
-        "credit_amount": 1_000_000.0,
-        "drawn_amount": 500_000.0,
-        "loan_product": "瓯e贷",
-        "status": "有效",
-    }
-    row.update(over)
-    return row
 
 
 _TEXT = ("biz_id", "outlet_code", "biz_type", "uscc", "enterprise_name", "legal_rep_id")
@@ -269,19 +253,19 @@ def _frame(rows: list[dict], dtype: str) -> pd.DataFrame:
 
 def test_gx_validation_with_object_and_str_columns(validator) -> None:  # type: ignore[no-untyped-def]
     rows = [
-        _elic(2),
-        _elic(3, legal_rep_id=None),  # optional: skipped
-        _elic(4, uscc=USCC_OK[:17] + "U"),
-        _elic(5, uscc=USCC_OK.lower()),
-        _elic(6, uscc="９１３３０３０４ＭＡ２ＡＢＣＤＥ０Ｔ"),  # full width
-        _elic(7, uscc=USCC_OK + " "),
-        _elic(8, uscc=""),
-        _elic(9, legal_rep_id=ID_OK[:17] + "x"),
-        _elic(10, legal_rep_id="１" + ID_OK[1:]),
-        _elic(11, legal_rep_id="110105194912310021"),
-        _elic(12, legal_rep_id="330304198001010011"),
-        _elic(13, uscc=None),
-        _elic(14, biz_id=None, uscc="91330000MA2C1B2A62"),
+        elic_row(2),
+        elic_row(3, legal_rep_id=None),  # optional: skipped
+        elic_row(4, uscc=USCC_OK[:17] + "U"),
+        elic_row(5, uscc=USCC_OK.lower()),
+        elic_row(6, uscc="９１３３０３０４ＭＡ２ＡＢＣＤＥ０Ｔ"),  # full width
+        elic_row(7, uscc=USCC_OK + " "),
+        elic_row(8, uscc=""),
+        elic_row(9, legal_rep_id=ID_OK[:17] + "x"),
+        elic_row(10, legal_rep_id="１" + ID_OK[1:]),
+        elic_row(11, legal_rep_id="110105194912310021"),
+        elic_row(12, legal_rep_id="330304198001010011"),
+        elic_row(13, uscc=None),
+        elic_row(14, biz_id=None, uscc="91330000MA2C1B2A62"),
     ]
     expected = {
         (4, "uscc", "INVALID_USCC"),

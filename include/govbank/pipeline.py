@@ -573,9 +573,7 @@ def _frame(chunk: NormalisedChunk):  # type: ignore[no-untyped-def]
     for name, values in chunk.columns.items():
         if name == "legal_rep_name":
             continue
-        if name in ("credit_amount", "drawn_amount", "longitude", "latitude"):
-            data[name] = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-        elif name == "service_items":
+        if name in ("credit_amount", "drawn_amount", "longitude", "latitude", "service_items"):
             data[name] = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
         elif pa.types.is_date32(values.type):
             data[name] = pc.cast(values, pa.timestamp("ns")).to_pandas()

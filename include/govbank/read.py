@@ -367,10 +367,7 @@ def _blank_as_null(arr, pc, pa):  # type: ignore[no-untyped-def]
         arr = pa.concat_arrays([arr])
     keep = pc.not_equal(arr, "")
     if arr.null_count:
-        keep = pc.and_(keep, arr.is_valid())
-    keep = keep.combine_chunks() if isinstance(keep, pa.ChunkedArray) else keep
-    if keep.null_count or keep.offset:
-        keep = pc.fill_null(keep, False).take(pa.array(range(len(keep))))
+        keep = pc.fill_null(keep, False)
     bufs = arr.buffers()
     return pa.Array.from_buffers(
         pa.string(), len(arr), [keep.buffers()[1], bufs[1], bufs[2]], offset=arr.offset
