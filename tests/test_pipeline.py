@@ -191,3 +191,67 @@ def test_header_only_is_valid_and_unknown_headers_are_warned(env) -> None:  # ty
     assert [(o.status, o.rows_total) for o in outcomes] == [("accepted", 2), ("accepted", 0)]
     receipt = json.loads((landing / "WZB" / "outbox" / "OUTLET_WZB_20230601.txt.receipt.json").read_text("utf-8"))
     assert receipt["warnings"] == ["未识别的表头已忽略：备注"]
+
+
+def _chunked_elic() -> str:
+    """Bad rows, a key twice in one chunk and a key twice across GX batches."""
+    rows = _elic_rows(200).splitlines(keepends=True)
+    rows[4] = rows[4].replace(f"|{GOOD_ID}|", "|110105194912310021|")  # bad ID
+    rows[13] = rows[13].replace("|800000|", "|2000000|")  # drawn > credit, a chunk's last line
+    rows[14] = rows[14].replace("|91350100M000100Y43|", "|91350100M000100Y44|")  # and next first
+    rows[12] = rows[11]  # B11 twice in the chunk of lines 9-15
+    rows.append(rows[1])  # B1 again at the end, another GX batch
+    rows[15] = rows[15].replace("|W1|", "|W9|")  # unknown outlet
+    return ELIC_HEAD + "".join(rows)
+
+
+def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Chunks of 7 rows validated in GX batches of 30 give what one chunk gives.
+
+    The exact reader cuts chunks of exactly ``chunk_rows`` (Arrow's reader hands out
+    blocks of a MiB, so a small file is one chunk there).
+    """
+    import govbank.pipeline
+
+    monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
+    seen = []
+    for chunk_rows, gx_rows in ((7, 30), (1000, 1000)):
+        folder = root / f"c{chunk_rows}"
+        settings = Settings.from_env({
+            "GOVBANK_LOCAL_DIR": str(folder), "GOVBANK_WAREHOUSE_URL": url,
+            "GOVBANK_CHUNK_ROWS": str(chunk_rows), "GOVBANK_GX_ROWS": str(gx_rows),
+        })
+        ctx = build_context(settings, PSEUDONYM_KEY)
+        ctx.validator_factory = lambda: validator
+        assert (ctx.chunk_rows, ctx.gx_rows) == (chunk_rows, gx_rows)
+        inbox = folder / "landing" / "WZB" / "inbox"
+        drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
+        drop_file(inbox, "ELIC_WZB_20230601.txt", _chunked_elic().encode("gb18030"))
+        outcomes = process_bank(ctx, "WZB")
+        receipt = json.loads(
+            (folder / "landing" / "WZB" / "outbox" / "ELIC_WZB_20230601.txt.receipt.json")
+            .read_text("utf-8")
+        )
+        with ctx.engine.begin() as conn:
+            facts = sorted(conn.execute(
+                select(fact_elicense_biz.c.biz_id, fact_elicense_biz.c.source_line,
+                       fact_elicense_biz.c.legal_rep_key)
+            ).all())
+            conn.execute(fact_elicense_biz.delete())  # the next setting starts empty
+            conn.execute(etl_reject.delete())
+            conn.execute(etl_file.delete())
+        errors = sorted((e["line"], e["field"], e["reason_code"]) for e in receipt["errors"])
+        seen.append(([(o.status, o.rows_total, o.rows_loaded) for o in outcomes], errors, facts))
+    assert seen[0] == seen[1]
+    statuses, errors, facts = seen[0]
+    assert statuses == [("accepted", 2, 2), ("partially_accepted", 201, 193)]
+    assert {(e[0], e[2]) for e in errors} == {
+        (6, "INVALID_RESIDENT_ID"), (15, "DRAWN_EXCEEDS_CREDIT"), (16, "INVALID_USCC"),
+        (17, "UNKNOWN_OUTLET"),
+        (13, "DUPLICATE_KEY"), (14, "DUPLICATE_KEY"), (3, "DUPLICATE_KEY"), (202, "DUPLICATE_KEY"),
+    }
+    assert len(facts) == 193 and not {"B1", "B11"} & {f[0] for f in facts}
+
+
+def test_chunking_changes_nothing(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    check_chunking_changes_nothing(tmp_path, warehouse_url, validator, monkeypatch)

@@ -88,6 +88,16 @@ def test_resent_unchanged_record_keeps_provenance_on_postgres(pg_url: str) -> No
     check_resent_unchanged_keeps_provenance(pg_url)
 
 
+def test_chunking_changes_nothing_on_postgres(  # type: ignore[no-untyped-def]
+    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several chunks per GX batch, staged by the writer thread a few at a time."""
+    from tests.test_pipeline import check_chunking_changes_nothing
+
+    fresh_pg(pg_url).dispose()
+    check_chunking_changes_nothing(tmp_path, pg_url, validator, monkeypatch)
+
+
 def sqlite_url(folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'warehouse.db').as_posix()}"

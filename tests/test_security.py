@@ -288,3 +288,18 @@ def test_sql_is_never_built_from_values() -> None:
     # the check itself catches what it looks for
     assert _dynamic_sql(ast.parse("conn.execute(text(f'SELECT * FROM t WHERE x = {value}'))"))
     assert _dynamic_sql(ast.parse("cur.execute('DELETE FROM t WHERE id = %s' % bank)"))
+
+
+@pytest.mark.parametrize("key_len", [16, 64, 65, 200])  # below, at and above SHA-256's block
+def test_column_pseudonyms_are_the_rfc_2104_hmac(key_len: int) -> None:
+    import pyarrow as pa
+
+    from govbank.pseudonym import pseudonymise, pseudonymise_column, pseudonymise_many
+
+    key = secrets.token_bytes(key_len)
+    ids = ["330302199001011234", " 33030219900101123x ", None, "330302199001011234", "王"]
+    want = [None if i is None else hmac.new(key, i.strip().upper().encode(), hashlib.sha256).hexdigest()
+            for i in ids]
+    assert pseudonymise_many(key, ids) == want == [pseudonymise(key, i) for i in ids]
+    assert pseudonymise_column(key, pa.array(ids, pa.string())).to_pylist() == want
+    assert want[0] == want[3] != want[1]  # a repeated ID keeps its pseudonym

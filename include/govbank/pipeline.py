@@ -15,10 +15,11 @@ import logging
 import os
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, insert, select, update
@@ -53,7 +54,7 @@ from govbank.normalise import (
     resolve_columns,
     unknown_headers,
 )
-from govbank.pseudonym import mask, pseudonymise_many
+from govbank.pseudonym import mask, pseudonymise_column
 from govbank.read import (
     FastPathAborted,
     ParsedFile,
@@ -67,6 +68,9 @@ from govbank.reasons import message
 from govbank.receipts import Receipt, ReceiptError, rejects_csv
 from govbank.schema import etl_file, etl_reject, stg_elicense_biz, stg_outlet
 from govbank.transport import Landing, RemoteFile
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 log = logging.getLogger(__name__)
 TZ = ZoneInfo("Asia/Shanghai")
@@ -105,7 +109,8 @@ class Context:
     archive_dir: Path
     pseudonym_key: bytes
     validator_factory: Callable[[], object]
-    chunk_rows: int = 100_000
+    chunk_rows: int = 50_000
+    gx_rows: int = 200_000  # rows per Great Expectations batch (several chunks)
     max_decompressed: int | None = None  # None: govbank.read's default
     _validator: object | None = None
     _warming: threading.Thread | None = None
@@ -343,6 +348,9 @@ def _load_file(
     """
     with ctx.engine.begin() as conn:
         _claim(conn, reg.file_id)
+        if conn.dialect.name == "postgresql":
+            # the file-wide duplicate check groups every key: in memory, not spilled to disk
+            conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         try:
             _load_parsed(ctx, conn, bank_code, fname, reg, expected_rows, _parse(ctx, fname, reg.archive_path))
         except FastPathAborted as why:
@@ -366,6 +374,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
     ctx: Context, conn, bank_code: str, fname: FileName, reg: _Registered,  # type: ignore[no-untyped-def]
     expected_rows: int | None, parsed: ParsedFile,
 ) -> None:
+    import numpy as np
     import pyarrow as pa
 
     contract = ctx.contracts[bank_code]
@@ -389,17 +398,23 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
     refused_outlets: set[str] = set()  # sent, but refused: not "left out" of the snapshot
     loaded_at = now()
     writer = _Writer(background=conn.dialect.name == "postgresql")
-    run = ctx.validator.file_run(dataset.value, fname.name)
+    run = None  # the validator may still be importing GX: first chunks are read meanwhile
     params = {"file_date": fname.business_date.isoformat()}
     known = pa.array(sorted(known_outlets(conn, bank_code)), pa.string()) if not outlet else None
-    try:
-        for cells in parsed.chunks:
-            if isinstance(cells, RawChunk):
-                cells = cells_from_raw(cells, len(parsed.header))
-            chunk = normalise_cells(cells, columns, feed, dataset)
-            rows_total += len(chunk)
-            outcome = run.validate(_frame(chunk), params=params)
-            chunk_issues = _merge_issues(chunk.issues, outcome.issues)
+    pending: list[NormalisedChunk] = []  # normalised, waiting for one GX batch
+
+    def check_pending() -> None:
+        """One GX validation for the pending chunks, then each chunk is staged."""
+        nonlocal issues, rows_loaded, run
+        if run is None:
+            run = ctx.validator.file_run(dataset.value, fname.name)
+        outcome = run.validate(_frame(pending), params=params)
+        found = sorted(outcome.issues, key=lambda i: i.line)
+        found_lines = np.fromiter((i.line for i in found), dtype=np.int64, count=len(found))
+        for chunk in pending:
+            lo = int(np.searchsorted(found_lines, chunk.lines[0], side="left"))
+            hi = int(np.searchsorted(found_lines, chunk.lines[-1], side="right"))
+            chunk_issues = _merge_issues(chunk.issues, found[lo:hi])
             if known is not None:
                 chunk_issues += _unknown_outlets(chunk, known)
             issues += chunk_issues
@@ -409,6 +424,22 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             data = _staged_columns(ctx, chunk, good, fname)
             writer.submit(_stage_chunk, conn, keys, _keys_of(chunk, key_field), staging, data)
             rows_loaded += len(data)
+        pending.clear()
+
+    try:
+        for cells in parsed.chunks:
+            if isinstance(cells, RawChunk):
+                cells = cells_from_raw(cells, len(parsed.header))
+            chunk = normalise_cells(cells, columns, feed, dataset)
+            if not len(chunk):
+                continue
+            rows_total += len(chunk)
+            pending.append(chunk)
+            # GX costs ~0.7 s per validation whatever its size: batch several chunks
+            if sum(map(len, pending)) >= ctx.gx_rows:
+                check_pending()
+        if pending:
+            check_pending()
         writer.wait()
         for line, why in parsed.malformed:
             issues.append(RowIssue(line, "", "MALFORMED_ROW", f"{message('MALFORMED_ROW')}：{why}"))
@@ -431,6 +462,8 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             )
             err.rows_total = rows_total  # type: ignore[attr-defined]
             raise err
+        if run is None:  # a file of no rows still gets its page
+            run = ctx.validator.file_run(dataset.value, fname.name)
         docs_page = run.publish()
         # a header-only file is valid v1: no new records (ELIC) or no outlets (OUTLET)
         if rows_total and rows_rejected / rows_total > feed.reject_threshold:
@@ -471,36 +504,38 @@ def _stage_chunk(conn, keys, key_rows, staging, data) -> None:  # type: ignore[n
 
 
 class _Writer:
-    """Writes each chunk to staging in a second thread while the next one is checked.
+    """Writes chunks to staging in a second thread while the next ones are read and checked.
 
     PostgreSQL parses a COPY on its own core; the Python side waits on the socket with
-    the GIL released. One chunk in flight at most, so memory stays flat; the connection
-    is only ever used by one thread at a time (``wait`` before anything else uses it).
-    SQLite connections stay in their own thread: there the write happens inline.
+    the GIL released. A few chunks in flight at most (one GX batch hands over several
+    at once), so memory stays flat; the connection is used by one thread at a time
+    (``wait`` before anything else uses it). SQLite connections stay in their own
+    thread: there the write happens inline.
     """
 
-    def __init__(self, background: bool) -> None:
-        from concurrent.futures import Future, ThreadPoolExecutor
+    def __init__(self, background: bool, depth: int = 4) -> None:
+        from concurrent.futures import ThreadPoolExecutor
 
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="govbank-stage") if background else None
-        self._pending: Future | None = None
+        self._pending: deque[Future] = deque()
+        self._depth = depth
 
     def submit(self, fn: Callable[..., None], *args: object) -> None:
         if self._pool is None:
             fn(*args)
             return
-        self.wait()
-        self._pending = self._pool.submit(fn, *args)
+        while len(self._pending) >= self._depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn, *args))
 
     def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        while self._pending:
+            self._pending.popleft().result()
 
     def close(self) -> None:
-        """Let a write in flight finish (its error, if any, is raised by ``wait``)."""
+        """Let writes in flight finish (an error, if any, is raised by ``wait``)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _TooManyInvalid(BankInputError):
@@ -563,16 +598,18 @@ def _refused(chunk: NormalisedChunk, good, key_field: str) -> set[str]:  # type:
     return {c for c in codes.to_pylist() if c}
 
 
-def _frame(chunk: NormalisedChunk):  # type: ignore[no-untyped-def]
-    """The chunk as Great Expectations sees it: floats and datetimes, not decimal text."""
+def _frame(chunks: list[NormalisedChunk]):  # type: ignore[no-untyped-def]
+    """Chunks as one Great Expectations batch: floats and datetimes, not decimal text."""
+    import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    data: dict[str, object] = {"source_line": chunk.lines}
-    for name, values in chunk.columns.items():
+    data: dict[str, object] = {"source_line": np.concatenate([c.lines for c in chunks])}
+    for name in chunks[0].columns:
         if name == "legal_rep_name":
             continue
+        values = pa.concat_arrays([c.columns[name] for c in chunks])
         if name in ("credit_amount", "drawn_amount", "longitude", "latitude", "service_items"):
             data[name] = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
         elif pa.types.is_date32(values.type):
@@ -594,9 +631,7 @@ def _staged_columns(ctx: Context, chunk: NormalisedChunk, good, fname: FileName)
         return pa.table({name: c[name] for name in _OUTLET_STAGED})
     c["credit_amount_yuan"] = c["credit_amount"]
     c["drawn_amount_yuan"] = c["drawn_amount"]
-    c["legal_rep_key"] = pa.array(
-        pseudonymise_many(ctx.pseudonym_key, c["legal_rep_id"].to_pylist()), pa.string()
-    )
+    c["legal_rep_key"] = pseudonymise_column(ctx.pseudonym_key, c["legal_rep_id"])
     c["source_line"] = pa.array(chunk.lines[good], pa.int32())
     return pa.table({name: c[name] for name in _ELIC_STAGED})
 

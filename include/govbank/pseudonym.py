@@ -10,8 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import TYPE_CHECKING
 
 from govbank.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 KEY_ENV = "GOVBANK_PSEUDONYM_KEY"
 MIN_KEY_BYTES = 16
@@ -48,9 +52,36 @@ def mask(value: str | None) -> str | None:
 
 
 def pseudonymise_many(key: bytes, identifiers: list[str | None]) -> list[str | None]:
-    """:func:`pseudonymise` for a column: the one-shot C HMAC, same digests."""
-    digest = hmac.digest
-    return [
-        None if v is None else digest(key, v.strip().upper().encode("utf-8"), "sha256").hex()
-        for v in identifiers
-    ]
+    """:func:`pseudonymise` for a column, with the same digests.
+
+    HMAC (RFC 2104) from SHA-256 states keyed once and copied per value: a third of
+    the cost of a one-shot ``hmac.digest``, which sets up the key for every value.
+    """
+    block = hashlib.sha256().block_size
+    padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in padded)).copy
+    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in padded)).copy
+    out: list[str | None] = []
+    append = out.append
+    for v in identifiers:
+        if v is None:
+            append(None)
+            continue
+        inner = inner_copy()
+        inner.update(v.strip().upper().encode("utf-8"))
+        outer = outer_copy()
+        outer.update(inner.digest())
+        append(outer.hexdigest())
+    return out
+
+
+def pseudonymise_column(key: bytes, identifiers: pa.Array) -> pa.Array:
+    """:func:`pseudonymise_many` of an Arrow string column, each distinct value once.
+
+    One person is the legal representative of many businesses: their ID recurs.
+    """
+    import pyarrow as pa
+
+    encoded = identifiers.dictionary_encode()
+    digests = pa.array(pseudonymise_many(key, encoded.dictionary.to_pylist()), pa.string())
+    return digests.take(encoded.indices)

@@ -29,6 +29,7 @@ def build_context(
         pseudonym_key=pseudonym_key,
         validator_factory=validator,
         chunk_rows=settings.chunk_rows,
+        gx_rows=settings.gx_rows,
         max_decompressed=settings.max_decompressed_bytes,
     )
 
