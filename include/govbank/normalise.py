@@ -8,6 +8,7 @@ Amounts become exact ``Decimal`` 元 whatever the contract's unit.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +119,12 @@ def parse_date(text: str, formats: tuple[str, ...]) -> dt.date:
     raise ValueError(text)
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _parse_date_cached(text: str, formats: tuple[str, ...]) -> dt.date:
+    """:func:`parse_date` across chunks: a file's few hundred dates recur in every chunk."""
+    return parse_date(text, formats)
+
+
 def to_yuan(value: Decimal, unit: AmountUnit) -> Decimal:
     """Exact 元 with at most 2 decimals; anything finer is an error, never rounded away."""
     yuan = value * _WAN if unit is AmountUnit.WAN_YUAN else value
@@ -164,7 +171,9 @@ def normalise_cells(
             continue
         if f.kind == "date":
             formats = feed.date_formats
-            typed, bad = _by_distinct(raw, lambda v, formats=formats: parse_date(v, formats), pa.date32(), ValueError)
+            typed, bad = _by_distinct(
+                raw, lambda v, formats=formats: _parse_date_cached(v, formats), pa.date32(), ValueError
+            )
         elif f.kind == "int":
             typed, bad = _by_distinct(raw, _parse_int, pa.int64(), ValueError)
         elif f.kind == "amount":
