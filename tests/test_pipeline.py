@@ -255,3 +255,36 @@ def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch)
 
 def test_chunking_changes_nothing(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     check_chunking_changes_nothing(tmp_path, warehouse_url, validator, monkeypatch)
+
+
+def test_prefetch_hands_over_items_errors_and_stops() -> None:
+    from govbank.pipeline import _Prefetch
+
+    assert list(_Prefetch(iter(range(5)), lambda i: i * 10)) == [0, 10, 20, 30, 40]
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield 1
+        yield 2
+        raise ValueError("bad bytes on line 4")
+
+    got = []
+    with pytest.raises(ValueError, match="line 4"):
+        for item in _Prefetch(failing(), lambda i: i):
+            got.append(item)
+    assert got == [1, 2]  # what came before the error was handed over first
+
+    closed = []
+
+    def endless():  # type: ignore[no-untyped-def]
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.append(n)
+
+    reader = _Prefetch(endless(), lambda i: i)
+    assert next(iter(reader)) == 1
+    reader.close()  # the consumer failed: the reader thread stops and closes its source
+    assert closed and closed[0] <= 4

@@ -13,13 +13,14 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import queue
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, insert, select, update
@@ -72,7 +73,11 @@ from govbank.transport import Landing, RemoteFile
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
+    from govbank.read import CellChunk
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 TZ = ZoneInfo("Asia/Shanghai")
 LOADED = ("accepted", "partially_accepted")
 FINAL = (*LOADED, "rejected")
@@ -110,7 +115,7 @@ class Context:
     pseudonym_key: bytes
     validator_factory: Callable[[], object]
     chunk_rows: int = 50_000
-    gx_rows: int = 200_000  # rows per Great Expectations batch (several chunks)
+    gx_rows: int = 150_000  # rows per Great Expectations batch (several chunks)
     max_decompressed: int | None = None  # None: govbank.read's default
     _validator: object | None = None
     _warming: threading.Thread | None = None
@@ -426,11 +431,14 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             rows_loaded += len(data)
         pending.clear()
 
+    def prepare(cells: CellChunk | RawChunk) -> NormalisedChunk:
+        if isinstance(cells, RawChunk):
+            cells = cells_from_raw(cells, len(parsed.header))
+        return normalise_cells(cells, columns, feed, dataset)
+
+    reader = _Prefetch(parsed.chunks, prepare)
     try:
-        for cells in parsed.chunks:
-            if isinstance(cells, RawChunk):
-                cells = cells_from_raw(cells, len(parsed.header))
-            chunk = normalise_cells(cells, columns, feed, dataset)
+        for chunk in reader:
             if not len(chunk):
                 continue
             rows_total += len(chunk)
@@ -479,6 +487,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
                 constants={"bank_code": bank_code, "source_file": fname.name, "loaded_at": loaded_at},
             )
     finally:
+        reader.close()
         writer.close()
         drop_staging(conn, staging, keys)
     _write_rejects(conn, reg, fname.name, issues)
@@ -536,6 +545,66 @@ class _Writer:
         """Let writes in flight finish (an error, if any, is raised by ``wait``)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Prefetch:
+    """Reads and normalises the next chunks in a second thread while GX checks this one.
+
+    Arrow parses and computes without the GIL, so the read runs on the core that GX's
+    Python leaves idle. One chunk ahead at most (flat memory). Whatever the reader
+    raises (``FastPathAborted``, a bank's bad bytes) is raised where the chunk was due.
+    """
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator[T], fn: Callable[[T], R], depth: int = 1) -> None:
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(source, fn), name="govbank-read", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, source: Iterator[T], fn: Callable[[T], R]) -> None:
+        try:
+            for item in source:
+                if not self._put(fn(item)):
+                    return
+            self._put(self._DONE)
+        except BaseException as exc:  # handed to the consumer
+            self._put(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[R]:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop reading (the consumer is done or failed) and wait for the thread."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
 
 
 class _TooManyInvalid(BankInputError):

@@ -25,7 +25,7 @@ class Settings:
     warehouse_url: str
     sftp_conn_id: str | None = None
     chunk_rows: int = 50_000
-    gx_rows: int = 200_000
+    gx_rows: int = 150_000
     max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.read's 4 GiB
 
     @classmethod
@@ -46,7 +46,7 @@ class Settings:
             ),
             sftp_conn_id=env.get("GOVBANK_SFTP_CONN_ID") or None,
             chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "50000")),
-            gx_rows=int(env.get("GOVBANK_GX_ROWS", "200000")),
+            gx_rows=int(env.get("GOVBANK_GX_ROWS", "150000")),
             max_decompressed_bytes=int(env["GOVBANK_MAX_DECOMPRESSED_BYTES"])
             if env.get("GOVBANK_MAX_DECOMPRESSED_BYTES")
             else None,
