@@ -114,8 +114,8 @@ class Context:
     archive_dir: Path
     pseudonym_key: bytes
     validator_factory: Callable[[], object]
-    chunk_rows: int = 50_000
-    gx_rows: int = 150_000  # rows per Great Expectations batch (several chunks)
+    chunk_rows: int = 40_000
+    gx_rows: int = 120_000  # rows per Great Expectations batch (several chunks)
     max_decompressed: int | None = None  # None: govbank.read's default
     _validator: object | None = None
     _warming: threading.Thread | None = None

@@ -24,8 +24,8 @@ class Settings:
     expectations_dir: Path
     warehouse_url: str
     sftp_conn_id: str | None = None
-    chunk_rows: int = 50_000
-    gx_rows: int = 150_000
+    chunk_rows: int = 40_000
+    gx_rows: int = 120_000
     max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.read's 4 GiB
 
     @classmethod
@@ -45,8 +45,8 @@ class Settings:
                 "GOVBANK_WAREHOUSE_URL", f"sqlite:///{(local / 'warehouse.db').as_posix()}"
             ),
             sftp_conn_id=env.get("GOVBANK_SFTP_CONN_ID") or None,
-            chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "50000")),
-            gx_rows=int(env.get("GOVBANK_GX_ROWS", "150000")),
+            chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "40000")),
+            gx_rows=int(env.get("GOVBANK_GX_ROWS", "120000")),
             max_decompressed_bytes=int(env["GOVBANK_MAX_DECOMPRESSED_BYTES"])
             if env.get("GOVBANK_MAX_DECOMPRESSED_BYTES")
             else None,
