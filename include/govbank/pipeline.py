@@ -443,7 +443,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
                 continue
             rows_total += len(chunk)
             pending.append(chunk)
-            # GX costs ~0.7 s per validation whatever its size: batch several chunks
+            # GX costs ~0.5 s per validation whatever its size: batch several chunks
             if sum(map(len, pending)) >= ctx.gx_rows:
                 check_pending()
         if pending:
@@ -551,7 +551,7 @@ class _Prefetch:
     """Reads and normalises the next chunks in a second thread while GX checks this one.
 
     Arrow parses and computes without the GIL, so the read runs on the core that GX's
-    Python leaves idle. One chunk ahead at most (flat memory). Whatever the reader
+    Python leaves idle. One chunk waits at most (flat memory). Whatever the reader
     raises (``FastPathAborted``, a bank's bad bytes) is raised where the chunk was due.
     """
 
