@@ -288,3 +288,69 @@ def test_prefetch_hands_over_items_errors_and_stops() -> None:
     assert next(iter(reader)) == 1
     reader.close()  # the consumer failed: the reader thread stops and closes its source
     assert closed and closed[0] <= 4
+
+
+def check_late_fallback_changes_nothing(root: Path, url: str, validator, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A quote across lines near the end of a file of several MiB-blocks: the columnar
+    reader has handed out (and the pipeline validated and staged) chunks before it gives
+    up; the exact reader's second pass must give what it gives alone."""
+    import logging
+
+    import govbank.pipeline
+
+    n = 30_000  # ≈ 3.9 MB: Arrow hands out two 1 MiB blocks before it meets the quote
+    rows = _elic_rows(n).splitlines(keepends=True)
+    rows[n - 10] = rows[n - 10].replace(f"|温州某某鞋业有限公司{n - 10}|", '|"温州某某\n鞋业有限公司"|')
+    data = (ELIC_HEAD + "".join(rows)).encode("gb18030")
+    staged = []
+    real_staged_columns = govbank.pipeline._staged_columns
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        out = real_staged_columns(*args)
+        staged.append(len(out))
+        return out
+
+    monkeypatch.setattr(govbank.pipeline, "_staged_columns", counting)
+    seen = []
+    for exact_only in (False, True):
+        staged.clear()
+        if exact_only:
+            monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
+        folder = root / f"exact{exact_only}"
+        settings = Settings.from_env({
+            "GOVBANK_LOCAL_DIR": str(folder), "GOVBANK_WAREHOUSE_URL": url,
+            "GOVBANK_CHUNK_ROWS": "1000", "GOVBANK_GX_ROWS": "3000",
+        })
+        ctx = build_context(settings, PSEUDONYM_KEY)
+        ctx.validator_factory = lambda: validator
+        inbox = folder / "landing" / "WZB" / "inbox"
+        drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
+        drop_file(inbox, "ELIC_WZB_20230601.txt", data)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="govbank.pipeline"):
+            outcomes = process_bank(ctx, "WZB")
+        fell_back = "read again by the exact reader" in caplog.text
+        receipt = json.loads(
+            (folder / "landing" / "WZB" / "outbox" / "ELIC_WZB_20230601.txt.receipt.json")
+            .read_text("utf-8")
+        )
+        with ctx.engine.begin() as conn:
+            facts = sorted(conn.execute(
+                select(fact_elicense_biz.c.biz_id, fact_elicense_biz.c.enterprise_name,
+                       fact_elicense_biz.c.source_line)
+            ).all())
+            conn.execute(fact_elicense_biz.delete())
+            conn.execute(etl_reject.delete())
+            conn.execute(etl_file.delete())
+        errors = sorted((e["line"], e["field"], e["reason_code"]) for e in receipt["errors"])
+        seen.append(([(o.status, o.rows_total, o.rows_loaded) for o in outcomes], errors, facts))
+        assert fell_back is not exact_only
+        # the first attempt validated and staged its chunks before giving up
+        assert (sum(staged) > n + 2) is not exact_only
+    assert seen[0] == seen[1]
+    statuses, _, facts = seen[0]
+    assert statuses[1][1] == n and len(facts) == statuses[1][2] >= n - 1
+
+
+def test_late_fallback_changes_nothing(tmp_path: Path, warehouse_url: str, validator, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    check_late_fallback_changes_nothing(tmp_path, warehouse_url, validator, monkeypatch, caplog)

@@ -98,6 +98,17 @@ def test_chunking_changes_nothing_on_postgres(  # type: ignore[no-untyped-def]
     check_chunking_changes_nothing(tmp_path, pg_url, validator, monkeypatch)
 
 
+def test_late_fallback_changes_nothing_on_postgres(  # type: ignore[no-untyped-def]
+    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Chunks staged by the writer thread before the columnar reader gives up are not merged."""
+    from tests.test_pipeline import check_late_fallback_changes_nothing
+
+    fresh_pg(pg_url).dispose()
+    check_late_fallback_changes_nothing(tmp_path, pg_url, validator, monkeypatch, caplog)
+
+
 def sqlite_url(folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'warehouse.db').as_posix()}"

@@ -302,4 +302,5 @@ def test_column_pseudonyms_are_the_rfc_2104_hmac(key_len: int) -> None:
             for i in ids]
     assert pseudonymise_many(key, ids) == want == [pseudonymise(key, i) for i in ids]
     assert pseudonymise_column(key, pa.array(ids, pa.string())).to_pylist() == want
+    assert pseudonymise_column(key, pa.chunked_array([ids[:2], ids[2:]], pa.string())).to_pylist() == want
     assert want[0] == want[3] != want[1]  # a repeated ID keeps its pseudonym

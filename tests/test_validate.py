@@ -641,3 +641,17 @@ def test_suite_pages_are_rendered_once(tmp_path: Path) -> None:
     pages[0].unlink()
     Validator(EXPECTATIONS, tmp_path)
     assert pages[0].exists()
+
+
+def test_columns_a_row_condition_reads() -> None:
+    """The GX frame keeps only these columns: a condition we cannot read keeps them all."""
+    from govbank.validate import ALL_COLUMNS, _condition_columns
+
+    cmp = {"type": "comparison", "column": {"name": "biz_type"}, "operator": "==", "parameter": "x"}
+    null = {"type": "nullity", "column": {"name": "status"}, "is_null": True}
+    assert _condition_columns(cmp) == {"biz_type"}
+    assert _condition_columns({"type": "and", "conditions": [cmp, {"type": "or", "conditions": [null]}]}) == {
+        "biz_type", "status"}
+    assert _condition_columns('biz_type == "x"') == {ALL_COLUMNS}
+    assert _condition_columns({"type": "pass_through", "pass_through_filter": "a > 1"}) == {ALL_COLUMNS}
+    assert _condition_columns({"type": "and", "conditions": [cmp, "status == 1"]}) == {"biz_type", ALL_COLUMNS}

@@ -75,13 +75,15 @@ def pseudonymise_many(key: bytes, identifiers: list[str | None]) -> list[str | N
     return out
 
 
-def pseudonymise_column(key: bytes, identifiers: pa.Array) -> pa.Array:
+def pseudonymise_column(key: bytes, identifiers: pa.Array | pa.ChunkedArray) -> pa.Array:
     """:func:`pseudonymise_many` of an Arrow string column, each distinct value once.
 
     One person is the legal representative of many businesses: their ID recurs.
     """
     import pyarrow as pa
 
+    if isinstance(identifiers, pa.ChunkedArray):
+        identifiers = identifiers.combine_chunks()
     encoded = identifiers.dictionary_encode()
     digests = pa.array(pseudonymise_many(key, encoded.dictionary.to_pylist()), pa.string())
     return digests.take(encoded.indices)

@@ -125,13 +125,13 @@ def _columns_of(expectation: dict[str, Any]) -> set[str]:
 
 
 def _condition_columns(cond: Any) -> set[str]:
-    """Columns a row condition reads; a string condition names ``ALL_COLUMNS``."""
-    if not isinstance(cond, dict):
-        return {ALL_COLUMNS}
-    cols = {cond["column"]["name"]} if isinstance(cond.get("column"), dict) else set()
-    for part in cond.get("conditions", []):
-        cols |= _condition_columns(part)
-    return cols
+    """Columns a row condition reads; one we cannot read (a string, a pass-through
+    filter) names ``ALL_COLUMNS``, so the frame keeps every column."""
+    if isinstance(cond, dict) and isinstance(cond.get("column"), dict) and "name" in cond["column"]:
+        return {cond["column"]["name"]}
+    if isinstance(cond, dict) and isinstance(cond.get("conditions"), list):
+        return set().union(*(_condition_columns(part) for part in cond["conditions"]))
+    return {ALL_COLUMNS}
 
 
 class Validator:
@@ -471,7 +471,7 @@ class FileValidation:
         self._validator = validator
         self.dataset = dataset
         self.run_name = run_name
-        self.chunks = 0
+        self.batches = 0
         self.rows = 0
         self._template: Any = None
         self._tallies: list[_Tally] = []
@@ -490,7 +490,7 @@ class FileValidation:
             raise ConfigError(f"{self.dataset}: chunks gave different expectation lists")
         for tally, evr in zip(self._tallies, result.results, strict=True):
             tally.add(evr)
-        self.chunks += 1
+        self.batches += 1
         self.rows += len(frame)
         return ValidationOutcome(
             success=not issues, issues=issues, evaluated=len(frame), docs_page=None
@@ -518,7 +518,7 @@ class FileValidation:
         markers = result.meta.get("batch_markers")
         if isinstance(markers, dict):  # the first chunk's fingerprint would mislead
             markers.pop("pandas_data_fingerprint", None)
-            markers.update(chunks=self.chunks, rows=self.rows)
+            markers.update(gx_batches=self.batches, rows=self.rows)
         return result
 
     def publish(self) -> str | None:
