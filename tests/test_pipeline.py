@@ -205,6 +205,32 @@ def _chunked_elic() -> str:
     return ELIC_HEAD + "".join(rows)
 
 
+def _load_once(root: Path, url: str, validator, elic: bytes, chunk_rows: int, gx_rows: int):  # type: ignore[no-untyped-def]
+    """OUTLET + one ELIC file through ``process_bank``; (statuses, receipt errors, fact
+    rows). The warehouse is emptied afterwards, so the next setting starts alike."""
+    settings = Settings.from_env({
+        "GOVBANK_LOCAL_DIR": str(root), "GOVBANK_WAREHOUSE_URL": url,
+        "GOVBANK_CHUNK_ROWS": str(chunk_rows), "GOVBANK_GX_ROWS": str(gx_rows),
+    })
+    ctx = build_context(settings, PSEUDONYM_KEY)
+    ctx.validator_factory = lambda: validator
+    assert (ctx.chunk_rows, ctx.gx_rows) == (chunk_rows, gx_rows)
+    inbox = root / "landing" / "WZB" / "inbox"
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
+    drop_file(inbox, "ELIC_WZB_20230601.txt", elic)
+    outcomes = process_bank(ctx, "WZB")
+    receipt = json.loads(
+        (root / "landing" / "WZB" / "outbox" / "ELIC_WZB_20230601.txt.receipt.json").read_text("utf-8")
+    )
+    f = fact_elicense_biz.c
+    with ctx.engine.begin() as conn:
+        facts = sorted(conn.execute(select(f.biz_id, f.source_line, f.enterprise_name, f.legal_rep_key)).all())
+        for table in (fact_elicense_biz, etl_reject, etl_file):
+            conn.execute(table.delete())
+    errors = sorted((e["line"], e["field"], e["reason_code"]) for e in receipt["errors"])
+    return [(o.status, o.rows_total, o.rows_loaded) for o in outcomes], errors, facts
+
+
 def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Chunks of 7 rows validated in GX batches of 30 give what one chunk gives.
 
@@ -214,34 +240,10 @@ def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch)
     import govbank.pipeline
 
     monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
-    seen = []
-    for chunk_rows, gx_rows in ((7, 30), (1000, 1000)):
-        folder = root / f"c{chunk_rows}"
-        settings = Settings.from_env({
-            "GOVBANK_LOCAL_DIR": str(folder), "GOVBANK_WAREHOUSE_URL": url,
-            "GOVBANK_CHUNK_ROWS": str(chunk_rows), "GOVBANK_GX_ROWS": str(gx_rows),
-        })
-        ctx = build_context(settings, PSEUDONYM_KEY)
-        ctx.validator_factory = lambda: validator
-        assert (ctx.chunk_rows, ctx.gx_rows) == (chunk_rows, gx_rows)
-        inbox = folder / "landing" / "WZB" / "inbox"
-        drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
-        drop_file(inbox, "ELIC_WZB_20230601.txt", _chunked_elic().encode("gb18030"))
-        outcomes = process_bank(ctx, "WZB")
-        receipt = json.loads(
-            (folder / "landing" / "WZB" / "outbox" / "ELIC_WZB_20230601.txt.receipt.json")
-            .read_text("utf-8")
-        )
-        with ctx.engine.begin() as conn:
-            facts = sorted(conn.execute(
-                select(fact_elicense_biz.c.biz_id, fact_elicense_biz.c.source_line,
-                       fact_elicense_biz.c.legal_rep_key)
-            ).all())
-            conn.execute(fact_elicense_biz.delete())  # the next setting starts empty
-            conn.execute(etl_reject.delete())
-            conn.execute(etl_file.delete())
-        errors = sorted((e["line"], e["field"], e["reason_code"]) for e in receipt["errors"])
-        seen.append(([(o.status, o.rows_total, o.rows_loaded) for o in outcomes], errors, facts))
+    seen = [
+        _load_once(root / f"c{chunk_rows}", url, validator, _chunked_elic().encode("gb18030"), chunk_rows, gx_rows)
+        for chunk_rows, gx_rows in ((7, 30), (1000, 1000))
+    ]
     assert seen[0] == seen[1]
     statuses, errors, facts = seen[0]
     assert statuses == [("accepted", 2, 2), ("partially_accepted", 201, 193)]
@@ -316,34 +318,10 @@ def check_late_fallback_changes_nothing(root: Path, url: str, validator, monkeyp
         staged.clear()
         if exact_only:
             monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
-        folder = root / f"exact{exact_only}"
-        settings = Settings.from_env({
-            "GOVBANK_LOCAL_DIR": str(folder), "GOVBANK_WAREHOUSE_URL": url,
-            "GOVBANK_CHUNK_ROWS": "1000", "GOVBANK_GX_ROWS": "3000",
-        })
-        ctx = build_context(settings, PSEUDONYM_KEY)
-        ctx.validator_factory = lambda: validator
-        inbox = folder / "landing" / "WZB" / "inbox"
-        drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
-        drop_file(inbox, "ELIC_WZB_20230601.txt", data)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="govbank.pipeline"):
-            outcomes = process_bank(ctx, "WZB")
+            seen.append(_load_once(root / f"exact{exact_only}", url, validator, data, 1000, 3000))
         fell_back = "read again by the exact reader" in caplog.text
-        receipt = json.loads(
-            (folder / "landing" / "WZB" / "outbox" / "ELIC_WZB_20230601.txt.receipt.json")
-            .read_text("utf-8")
-        )
-        with ctx.engine.begin() as conn:
-            facts = sorted(conn.execute(
-                select(fact_elicense_biz.c.biz_id, fact_elicense_biz.c.enterprise_name,
-                       fact_elicense_biz.c.source_line)
-            ).all())
-            conn.execute(fact_elicense_biz.delete())
-            conn.execute(etl_reject.delete())
-            conn.execute(etl_file.delete())
-        errors = sorted((e["line"], e["field"], e["reason_code"]) for e in receipt["errors"])
-        seen.append(([(o.status, o.rows_total, o.rows_loaded) for o in outcomes], errors, facts))
         assert fell_back is not exact_only
         # the first attempt validated and staged its chunks before giving up
         assert (sum(staged) > n + 2) is not exact_only
