@@ -655,3 +655,33 @@ def test_columns_a_row_condition_reads() -> None:
     assert _condition_columns('biz_type == "x"') == {ALL_COLUMNS}
     assert _condition_columns({"type": "pass_through", "pass_through_filter": "a > 1"}) == {ALL_COLUMNS}
     assert _condition_columns({"type": "and", "conditions": [cmp, "status == 1"]}) == {"biz_type", ALL_COLUMNS}
+
+
+def test_modules_gx_imports_for_suites_we_lack_load_only_when_used(tmp_path: Path) -> None:
+    """scipy.stats and altair (≈ 80 MB, ≈ 1 s) stay unloaded through a whole file run,
+    and still work for whoever reads them."""
+    code = f"""
+import sys
+import pandas as pd
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from test_validate import elic_frame, elic_row, FILE_DATE
+from govbank.validate import Validator
+v = Validator({str(EXPECTATIONS)!r}, {str(tmp_path)!r})
+run = v.file_run("ELIC", "deferred")
+out = run.validate(elic_frame([elic_row(2), elic_row(3, status="无效")]), params={{"file_date": FILE_DATE}})
+assert [i.reason_code for i in out.issues] == ["INVALID_ENUM"], out.issues
+assert run.publish()
+loaded = [m for m in ("scipy.stats._stats_py", "altair.vegalite") if m in sys.modules]
+assert not loaded, loaded
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+assert abs(kl.stats.entropy([0.5, 0.5], [0.5, 0.5])) < 1e-12
+assert kl.alt.Chart.__module__.startswith("altair.vegalite")
+from scipy import stats
+assert stats.norm.cdf(0) == 0.5 and type(sys.modules["scipy.stats"]).__name__ == "module"
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": "include"},
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
