@@ -685,3 +685,31 @@ assert stats.norm.cdf(0) == 0.5 and type(sys.modules["scipy.stats"]).__name__ ==
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
+
+def test_memoised_configurations_change_no_result(validator: Validator) -> None:
+    """GX's expectation configurations are built once per validation: same results as
+    rebuilding them on every read, and no memo outside a validation."""
+    from great_expectations.expectations.expectation import Expectation
+
+    from govbank.validate import _CONFIGURATIONS, _MemoisedConfiguration
+
+    rows = [elic_row(2), elic_row(3, status="无效", drawn_amount=None), elic_row(4, biz_id="D"),
+            elic_row(5, biz_id="D", biz_type="一照开户", credit_amount=None, drawn_amount=None),
+            elic_row(6, uscc=USCC_OK[:17] + "U", biz_date=pd.Timestamp("2023-06-16"))]
+    params = {"file_date": FILE_DATE}
+
+    def results() -> str:
+        result, issues = validator._check("ELIC", elic_frame(rows), params)
+        assert _CONFIGURATIONS.cache is None
+        return json.dumps([r.to_json_dict() for r in result.results], sort_keys=True, default=str)
+
+    memoised = Expectation.__dict__["configuration"]
+    assert isinstance(memoised, _MemoisedConfiguration)
+    with_memo = results()
+    Expectation.configuration = memoised.original
+    try:
+        without = results()
+    finally:
+        Expectation.configuration = memoised
+    assert with_memo == without
+    assert with_memo.count('"success": false') == 5  # enum, loan amount, duplicate, USCC, date
