@@ -373,9 +373,15 @@ PHASES = {
 }
 
 
+# (phase, start, end) of every timed call, for --timeline: which stages overlap
+_INTERVALS: list[tuple[str, float, float]] = []
+
+
 def _add(timings: dict[str, float], name: str, t_wall: float, t_cpu: float) -> None:
     """Accumulate wall and CPU seconds (CPU resists a busy machine better than wall)."""
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t_wall
+    end = time.perf_counter()
+    _INTERVALS.append((name.strip("_"), t_wall, end))
+    timings[name] = timings.get(name, 0.0) + end - t_wall
     timings[f"{name}.cpu"] = timings.get(f"{name}.cpu", 0.0) + time.process_time() - t_cpu
 
 
@@ -492,6 +498,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     ctx.engine.dispose()
     walls = {k: v for k, v in timings.items() if not k.endswith(".cpu")}
     return {
+        "timeline": [(n, round(a - t0, 3), round(b - t0, 3)) for n, a, b in _INTERVALS if b > t0],
         "wall_s": wall,
         "work_cpu_s": cpu,
         "import_s": import_s,
@@ -800,6 +807,9 @@ def report(res: dict[str, Any]) -> None:
         if ph:
             print(f"{step} phases, wall/cpu s: "
                   + ", ".join(f"{k}={v['wall_s']:.1f}/{v['cpu_s']:.1f}" for k, v in ph.items()))
+    if res.get("show_timeline"):
+        for step in ("ours", "resend"):
+            _print_timeline(step, res["steps"].get(step, {}))
     for c in res["checks"]:
         print(f"  [{'PASS' if c['pass'] else 'FAIL' if c['pass'] is False else ' -- '}] {c['what']}: {c['value']}")
     split = res["generated"]["sample_split_in"]
@@ -843,12 +853,29 @@ def checks(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _print_timeline(step: str, result: dict[str, Any], width: int = 100) -> None:
+    """One row per stage, one column per 1/width of the wall time: '#' where it ran."""
+    spans = result.get("timeline")
+    if not spans:
+        return
+    wall = result["wall_s"]
+    print(f"{step} timeline ({wall / width:.2f} s a column; stages on threads overlap):")
+    for name in sorted({n for n, _, _ in spans}, key=lambda n: min(a for m, a, _ in spans if m == n)):
+        row = [" "] * width
+        for n, a, b in spans:
+            if n == name:
+                for col in range(int(a / wall * width), min(width, int(b / wall * width) + 1)):
+                    row[col] = "#"
+        print(f"  {name[:18]:<18} |{''.join(row)}|")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="rows per ELIC file (default 1,000,000)")
     p.add_argument("--keep", action="store_true", help="reuse generated data if present, and keep it")
     p.add_argument("--keep-db", action="store_true", help="leave the bench database for inspection")
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    p.add_argument("--timeline", action="store_true", help="print which stages of 'ours' overlap")
     p.add_argument("--profile", action="store_true", help="run only 'ours' under cProfile (no results file)")
     p.add_argument("--no-pyc", action="store_true",
                    help="keep the caller's PYTHONDONTWRITEBYTECODE: imports compile from source")
@@ -927,7 +954,12 @@ def main(argv: list[str] | None = None) -> int:
         res["peer_over_ours"] = round(res["peer_s"] / res["ours_s"], 2)
     res["checks"] = checks(res)
     res["bench_duration_s"] = round(time.perf_counter() - t_all, 1)
+    if args.timeline:
+        res["show_timeline"] = True
     report(res)
+    res.pop("show_timeline", None)
+    for step in res["steps"].values():  # hundreds of spans: printed, not kept
+        step.pop("timeline", None)
     if args.profile:
         print(f"\nprofile: {profile}.txt / .prof")
         print(Path(f"{profile}.txt").read_text(encoding="utf-8")[:6000])
