@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -289,11 +290,15 @@ def generate(rows: int, folder: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- children
 
 
-def _vm_hwm_mb() -> float:
+def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _vm_hwm_mb() -> float:
+    return _status_mb("VmHWM")
 
 
 def child_setup(spec: dict[str, Any]) -> dict[str, Any]:
@@ -485,7 +490,20 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         return validator
 
     ctx.validator_factory = timed_factory
-    outcomes = process_bank(ctx, BANK)
+    rss_samples: list[tuple[float, float]] = []
+    sampling = threading.Event()
+
+    def sample_rss() -> None:  # for --timeline: when the peak happens
+        while not sampling.wait(0.1):
+            rss_samples.append((time.perf_counter() - t0, _status_mb("VmRSS")))
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    try:
+        outcomes = process_bank(ctx, BANK)
+    finally:
+        sampling.set()
+        sampler.join()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if timings and not profiler:
         timings["other"] = wall - sum(v for k, v in timings.items() if not k.endswith(".cpu"))
@@ -499,6 +517,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     walls = {k: v for k, v in timings.items() if not k.endswith(".cpu")}
     return {
         "timeline": [(n, round(a - t0, 3), round(b - t0, 3)) for n, a, b in _INTERVALS if b > t0],
+        "rss_samples": [(round(t, 2), round(mb)) for t, mb in rss_samples],
         "wall_s": wall,
         "work_cpu_s": cpu,
         "import_s": import_s,
@@ -867,6 +886,17 @@ def _print_timeline(step: str, result: dict[str, Any], width: int = 100) -> None
                 for col in range(int(a / wall * width), min(width, int(b / wall * width) + 1)):
                     row[col] = "#"
         print(f"  {name[:18]:<18} |{''.join(row)}|")
+    samples = result.get("rss_samples") or []
+    if samples:
+        top = max(mb for _, mb in samples)
+        low = min(mb for _, mb in samples)
+        cols = [0.0] * width
+        for t, mb in samples:
+            col = min(width - 1, int(t / wall * width))
+            cols[col] = max(cols[col], mb)
+        row = "".join(" " if not mb else str(min(9, int((mb - low) / max(1, top - low) * 10))) for mb in cols)
+        at = next(t for t, mb in samples if mb == top)
+        print(f"  {'RSS ' + str(round(low)) + '-' + str(round(top)) + ' MB':<18} |{row}| (0-9 of the range; top at {at:.1f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -960,6 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     res.pop("show_timeline", None)
     for step in res["steps"].values():  # hundreds of spans: printed, not kept
         step.pop("timeline", None)
+        step.pop("rss_samples", None)
     if args.profile:
         print(f"\nprofile: {profile}.txt / .prof")
         print(Path(f"{profile}.txt").read_text(encoding="utf-8")[:6000])
