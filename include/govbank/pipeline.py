@@ -443,7 +443,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
                 continue
             rows_total += len(chunk)
             pending.append(chunk)
-            # GX costs ~0.5 s per validation whatever its size: batch several chunks
+            # GX costs ~0.2-0.3 s per validation whatever its size: batch several chunks
             if sum(map(len, pending)) >= ctx.gx_rows:
                 check_pending()
         if pending:
