@@ -395,6 +395,49 @@ def test_connection_cut_in_copy_and_merge_then_retry_equals_clean_run(
     assert_like_clean(site, expected)
 
 
+def test_connection_cut_with_two_copies_in_flight_then_retry_equals_clean_run(
+    drop: DemoDrop, clean, validator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """Chunks of 5 rows in GX batches of 15: the writer thread holds two chunks (one in
+    COPY, one queued) when the connection dies. Nothing of the file stays, no thread is
+    left waiting, and the retry equals a clean run."""
+    expected = clean("postgresql")
+    # the exact reader really cuts 5-row chunks (Arrow reads a small file as one block)
+    monkeypatch.setattr(pipeline, "read_delimited_fast", pipeline.read_delimited)
+    _slow_copy(monkeypatch)
+    in_flight: list[tuple[int, int]] = []  # (writer, chunks it holds after a submit)
+    submit = pipeline._Writer.submit
+
+    def counting(self, fn, *args):  # type: ignore[no-untyped-def]
+        submit(self, fn, *args)
+        in_flight.append((id(self), len(self._pending)))
+
+    monkeypatch.setattr(pipeline._Writer, "submit", counting)
+    site = fresh_site("postgresql", tmp_path, drop, BANK)
+    ctx = site.context(validator, PSEUDONYM_KEY)
+    ctx.chunk_rows, ctx.gx_rows = 5, 15
+    name = "ELIC_CCBOH_20230228.csv"
+    cutter = Cutter(site, None, "COPY %tmp_stg_elicense_biz%", wait="Client")
+    cutter.start()
+    cutter.locked.wait(60)
+    with pytest.raises(TransientError) as raised:
+        process_bank(ctx, BANK)
+    cutter.join(60)
+    assert cutter.error is None, cutter.error
+    assert cutter.cut is not None, "the loader never waited in a COPY"
+    assert "terminating connection" in _chain(raised.value), _chain(raised.value)
+    cut_writer = in_flight[-1][0]  # the ELIC file's, the last one made
+    assert max(n for w, n in in_flight if w == cut_writer) == 2, in_flight
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("govbank-")]
+    assert _status(site, name) == "processing"
+    assert not (site.outbox / f"{name}.receipt.json").exists()
+    assert _loaded_from(site, name) == 0
+    outcomes = process_bank(ctx, BANK)
+    ctx.engine.dispose()
+    assert name in {o.file_name for o in outcomes}
+    assert_like_clean(site, expected)
+
+
 def test_statement_cancelled_in_copy_is_a_transient_error(  # type: ignore[no-untyped-def]
     drop: DemoDrop, validator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
