@@ -13,6 +13,7 @@ results are merged into one file-level result, which is all that is stored.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import importlib
@@ -36,6 +37,8 @@ from govbank.pseudonym import mask
 from govbank.reasons import ROW_REASONS
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -144,7 +147,7 @@ def _condition_columns(cond: Any) -> set[str]:
 
 
 class _Deferred(types.ModuleType):
-    """Stands in ``sys.modules`` for a module until one of its attributes is read.
+    """A module's stand-in: the first attribute read imports the real module.
 
     Unlike ``importlib.util.LazyLoader``, it survives Python 3.11's import statement,
     which reads ``__spec__`` of a module found in ``sys.modules`` (and so would load it).
@@ -152,24 +155,44 @@ class _Deferred(types.ModuleType):
 
     def __getattr__(self, attr: str) -> Any:
         name = self.__name__
-        if sys.modules.get(name) is self:
-            del sys.modules[name]
+        with _DEFERRED_LOCK:  # read during GX's import: leave sys.modules to the real one
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
         return getattr(importlib.import_module(name), attr)
 
 
-def defer_imports(names: tuple[str, ...] = DEFERRED_MODULES) -> None:
-    """Put stand-ins for ``names`` not imported yet; a no-op once GX is imported."""
-    if "great_expectations" in sys.modules:
-        return
-    for name in names:
-        if name in sys.modules:
-            continue
-        spec = importlib.util.find_spec(name)
-        if spec is None:
-            continue
-        stub = _Deferred(name)
-        stub.__spec__ = spec
-        sys.modules[name] = stub
+_DEFERRED_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _deferring(names: tuple[str, ...] = DEFERRED_MODULES) -> Iterator[None]:
+    """Stand-ins for ``names`` in ``sys.modules`` while GX imports, and only then.
+
+    GX keeps the stand-ins it was handed; whoever imports these modules afterwards gets
+    the real ones, loaded once (a stand-in left in ``sys.modules`` would make Python
+    load a submodule imported through it twice). Nothing happens once GX is imported.
+    """
+    stubs: dict[str, _Deferred] = {}
+    if "great_expectations" not in sys.modules:
+        for name in names:
+            if name in sys.modules:
+                continue
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is None:
+                continue
+            stub = _Deferred(name)
+            stub.__spec__ = spec
+            sys.modules[name] = stubs[name] = stub
+    try:
+        yield
+    finally:
+        with _DEFERRED_LOCK:
+            for name, stub in stubs.items():
+                if sys.modules.get(name) is stub:
+                    del sys.modules[name]
 
 
 # per thread: None outside a validation, else {id(expectation): (expectation, configuration)}
@@ -218,8 +241,7 @@ class Validator:
     def __init__(self, expectations_dir: Path, data_docs_dir: Path | None = None) -> None:
         # GX logs and warns freely at INFO; task logs should show our lines, not its
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
-        defer_imports()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _deferring():
             warnings.simplefilter("ignore")
             import great_expectations as gx
             from great_expectations.data_context.types.base import (
