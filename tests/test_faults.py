@@ -359,6 +359,26 @@ def _slow_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(psycopg.Copy, "write", slow)
 
 
+def _cut_while_loading(  # type: ignore[no-untyped-def]
+    site: Site, ctx, lock_sql: str | None, statement: str, wait: str, name: str
+) -> None:
+    """One run whose backend is terminated in ``statement``: it says "retry me", and the
+    file's transaction rolled back (registered, nothing of it loaded, not answered)."""
+    cutter = Cutter(site, lock_sql, statement, wait=wait)
+    cutter.start()
+    cutter.locked.wait(60)
+    with pytest.raises(TransientError) as raised:
+        process_bank(ctx, BANK)
+    cutter.join(60)
+    assert cutter.error is None, cutter.error
+    assert cutter.cut is not None, f"the loader never waited on {statement}"
+    assert "terminating connection" in _chain(raised.value), _chain(raised.value)
+    assert _status(site, name) == "processing"
+    assert (site.inbox / name).exists()
+    assert not (site.outbox / f"{name}.receipt.json").exists()
+    assert _loaded_from(site, name) == 0
+
+
 def test_connection_cut_in_copy_and_merge_then_retry_equals_clean_run(
     drop: DemoDrop, clean, validator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
@@ -374,20 +394,7 @@ def test_connection_cut_in_copy_and_merge_then_retry_equals_clean_run(
         ("LOCK TABLE govbank.dim_outlet IN SHARE MODE", "UPDATE %dim_outlet%", snapshot, "Lock"),
     ]
     for lock_sql, statement, name, wait in cuts:
-        cutter = Cutter(site, lock_sql, statement, wait=wait)
-        cutter.start()
-        cutter.locked.wait(60)
-        with pytest.raises(TransientError) as raised:
-            process_bank(ctx, BANK)
-        cutter.join(60)
-        assert cutter.error is None, cutter.error
-        assert cutter.cut is not None, f"the loader never waited on {statement}"
-        assert "terminating connection" in _chain(raised.value), _chain(raised.value)
-        # the file's transaction rolled back: registered, nothing of it loaded, not answered
-        assert _status(site, name) == "processing"
-        assert (site.inbox / name).exists()
-        assert not (site.outbox / f"{name}.receipt.json").exists()
-        assert _loaded_from(site, name) == 0
+        _cut_while_loading(site, ctx, lock_sql, statement, wait, name)
     # the retry (Airflow's; the same worker's engine and pool) completes
     outcomes = process_bank(ctx, BANK)
     ctx.engine.dispose()
@@ -417,21 +424,10 @@ def test_connection_cut_with_two_copies_in_flight_then_retry_equals_clean_run(
     ctx = site.context(validator, PSEUDONYM_KEY)
     ctx.chunk_rows, ctx.gx_rows = 5, 15
     name = "ELIC_CCBOH_20230228.csv"
-    cutter = Cutter(site, None, "COPY %tmp_stg_elicense_biz%", wait="Client")
-    cutter.start()
-    cutter.locked.wait(60)
-    with pytest.raises(TransientError) as raised:
-        process_bank(ctx, BANK)
-    cutter.join(60)
-    assert cutter.error is None, cutter.error
-    assert cutter.cut is not None, "the loader never waited in a COPY"
-    assert "terminating connection" in _chain(raised.value), _chain(raised.value)
+    _cut_while_loading(site, ctx, None, "COPY %tmp_stg_elicense_biz%", "Client", name)
     cut_writer = in_flight[-1][0]  # the ELIC file's, the last one made
     assert max(n for w, n in in_flight if w == cut_writer) == 2, in_flight
     assert not [t.name for t in threading.enumerate() if t.name.startswith("govbank-")]
-    assert _status(site, name) == "processing"
-    assert not (site.outbox / f"{name}.receipt.json").exists()
-    assert _loaded_from(site, name) == 0
     outcomes = process_bank(ctx, BANK)
     ctx.engine.dispose()
     assert name in {o.file_name for o in outcomes}
