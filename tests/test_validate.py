@@ -690,38 +690,54 @@ assert type(sys.modules["scipy.stats"]) is type(sys) and type(sys.modules["altai
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_memoised_configurations_change_no_result(validator: Validator) -> None:
-    """GX's expectation configurations are built once per validation: same results as
-    rebuilding them on every read, and no memo outside a validation."""
+def test_memoised_configurations_and_filters_change_no_result(validator: Validator) -> None:
+    """GX's expectation configurations are built, and each row condition filtered, once
+    per validation: same results as GX's own code, and no memo outside a validation."""
+    from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
     from great_expectations.expectations.expectation import Expectation
 
-    from govbank.validate import _CONFIGURATIONS, _MemoisedConfiguration
+    from govbank.validate import _MEMO, _memoised_filter, _MemoisedConfiguration
 
     rows = [elic_row(2), elic_row(3, status="无效", drawn_amount=None), elic_row(4, biz_id="D"),
             elic_row(5, biz_id="D", biz_type="一照开户", credit_amount=None, drawn_amount=None),
-            elic_row(6, uscc=USCC_OK[:17] + "U", biz_date=pd.Timestamp("2023-06-16"))]
+            elic_row(6, uscc=USCC_OK[:17] + "U", biz_date=pd.Timestamp("2023-06-16")),
+            elic_row(7, biz_type="一照开户", drawn_amount=None)]
     params = {"file_date": FILE_DATE}
 
     def results() -> str:
         result, issues = validator._check("ELIC", elic_frame(rows), params)
-        assert _CONFIGURATIONS.cache is None
+        assert _MEMO.configurations is None and _MEMO.filters is None
         return json.dumps([r.to_json_dict() for r in result.results], sort_keys=True, default=str)
 
     memoised = Expectation.__dict__["configuration"]
     assert isinstance(memoised, _MemoisedConfiguration)
+    memo_filter = PandasExecutionEngine._apply_row_condition_filter
     builds: list[int] = []
+    filters: list[int] = []
 
     def counted(expectation):  # type: ignore[no-untyped-def]
         builds.append(1)
         return memoised.original.fget(expectation)
 
+    def counted_filter(*args):  # type: ignore[no-untyped-def]
+        filters.append(1)
+        return memo_filter.original(*args)
+
     try:
         Expectation.configuration = _MemoisedConfiguration(property(counted))
-        with_memo, built_with = results(), len(builds)
+        PandasExecutionEngine._apply_row_condition_filter = _memoised_filter(counted_filter)
+        with_memo, built_with, filtered_with = results(), len(builds), len(filters)
         Expectation.configuration = property(counted)
-        without, built_without = results(), len(builds) - built_with
+        PandasExecutionEngine._apply_row_condition_filter = counted_filter
+        without = results()
+        built_without, filtered_without = len(builds) - built_with, len(filters) - filtered_with
     finally:
         Expectation.configuration = memoised
+        PandasExecutionEngine._apply_row_condition_filter = memo_filter
     assert with_memo == without
     assert 0 < built_with * 5 < built_without, (built_with, built_without)
-    assert with_memo.count('"success": false') == 5  # enum, loan amount, duplicate, USCC, date
+    # four expectations with a row condition, two distinct conditions
+    assert (filtered_with, filtered_without) == (2, 20)
+    # 5 failing expectations (enum, loan amount, duplicate, USCC, date) and the
+    # row-condition one: a 一照开户 row with a credit amount
+    assert with_memo.count('"success": false') == 6

@@ -26,6 +26,7 @@ import sys
 import threading
 import types
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,8 +196,9 @@ def _deferring(names: tuple[str, ...] = DEFERRED_MODULES) -> Iterator[None]:
                     del sys.modules[name]
 
 
-# per thread: None outside a validation, else {id(expectation): (expectation, configuration)}
-_CONFIGURATIONS = threading.local()
+# per thread, None outside a validation: ``configurations`` {id(expectation):
+# (expectation, configuration)}, ``filters`` {(id(frame), condition): (frame, rows)}
+_MEMO = threading.local()
 
 
 class _MemoisedConfiguration(property):
@@ -212,7 +214,7 @@ class _MemoisedConfiguration(property):
         self.original = original
 
         def configuration(expectation: Any) -> Any:
-            cache = getattr(_CONFIGURATIONS, "cache", None)
+            cache = getattr(_MEMO, "configurations", None)
             if cache is None:
                 return original.fget(expectation)  # type: ignore[misc]
             hit = cache.get(id(expectation))
@@ -228,6 +230,37 @@ def _memoise_configurations() -> None:
 
     if not isinstance(Expectation.__dict__["configuration"], _MemoisedConfiguration):
         Expectation.configuration = _MemoisedConfiguration(Expectation.__dict__["configuration"])
+
+
+def _memoise_row_conditions() -> None:
+    """GX's row-condition filter, run once per condition per validation.
+
+    GX filters the whole frame with ``DataFrame.query`` for every metric of an expectation
+    that has a ``row_condition``: 20 filters per ELIC validation for two distinct
+    conditions, about a quarter of its time. Within :meth:`Validator._check` the frame
+    does not change, so the rows one condition selects are filtered once.
+    """
+    from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
+
+    original = PandasExecutionEngine._apply_row_condition_filter
+    if not getattr(original, "memoised", False):
+        PandasExecutionEngine._apply_row_condition_filter = _memoised_filter(original)  # type: ignore[method-assign]
+
+
+def _memoised_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+    def apply(engine: Any, data: Any, row_condition: Any, domain_kwargs: dict) -> Any:
+        cache = getattr(_MEMO, "filters", None)
+        if cache is None:
+            return original(engine, data, row_condition, domain_kwargs)
+        key = (id(data), repr(row_condition), domain_kwargs.get("condition_parser"))
+        hit = cache.get(key)
+        if hit is None or hit[0] is not data:  # holding the frame keeps its id unique
+            hit = cache[key] = (data, original(engine, data, row_condition, domain_kwargs))
+        return hit[1]
+
+    apply.memoised = True  # type: ignore[attr-defined]
+    apply.original = original  # type: ignore[attr-defined]
+    return apply
 
 
 class Validator:
@@ -258,6 +291,7 @@ class Validator:
         # the file, and the file result drops it. Frames above the threshold skip it.
         pandas_execution_engine.HASH_THRESHOLD = 0
         _memoise_configurations()
+        _memoise_row_conditions()
 
         self.expectations_dir = Path(expectations_dir)
         self.data_docs_dir = Path(data_docs_dir).resolve() if data_docs_dir else None
@@ -417,7 +451,7 @@ class Validator:
             batch = self._batch_definitions[dataset].get_batch(
                 batch_parameters={"dataframe": _prepare(frame)}
             )
-            _CONFIGURATIONS.cache = {}
+            _MEMO.configurations, _MEMO.filters = {}, {}
             result = batch.validate(
                 suite,
                 result_format={
@@ -429,7 +463,7 @@ class Validator:
         except GreatExpectationsError as exc:  # e.g. a $PARAMETER without a value
             raise ConfigError(f"{dataset} validation could not run: {exc}") from exc
         finally:
-            _CONFIGURATIONS.cache = None
+            _MEMO.configurations = _MEMO.filters = None
         return result, _issues(result)
 
     def _publish(self, result: Any, suite_name: str, run_name: str, build_index: bool) -> str:
