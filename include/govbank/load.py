@@ -35,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from govbank.contracts import BankContract
 from govbank.schema import (
@@ -361,6 +361,80 @@ def merge_outlets(
     )
     if load_id is not None:
         conn.execute(delete(staging).where(staging.c.load_id == load_id))
+
+
+# savepoints one load may take for early inserts: PostgreSQL keeps 64 subtransaction
+# ids per backend in shared memory; past that, every reader's snapshot gets slower
+EARLY_SAVEPOINTS = 48
+UNIQUE_VIOLATION = "23505"
+
+
+class EarlyInsert:
+    """Inserts ELIC rows into ``fact_elicense_biz`` while the rest of the file is checked.
+
+    The single merge at the end of a file is PostgreSQL's longest step, and the client
+    sits idle through it. Most batches hold only keys the table lacks: those are
+    inserted as they are staged, on the server's core, while GX checks the next batch.
+    A batch is tried as one plain INSERT under a savepoint; the key index refuses it if
+    any key is already there (an update, or a key repeated in the file), and then the
+    batch joins ``staging`` for the merge at the end. What stays provisional is undone
+    before commit by :meth:`undo_duplicated`: a key the file holds twice is refused in
+    every occurrence. Caller: one thread at a time on ``conn``, in the file's transaction,
+    under the bank's merge lock.
+    """
+
+    def __init__(self, conn: Connection, staging: Table, tag: str, constants: Mapping[str, Any]) -> None:
+        self.staging = staging
+        self.batch = create_staging(conn, stg_elicense_biz, [c.name for c in staging.columns], f"{tag}_early")
+        self.constants = dict(constants)
+        self.planned = 0  # batches routed here (the caller's thread)
+        self.fallbacks = 0  # batches that went to staging (the writing thread)
+        self.rows = 0  # rows inserted early
+
+    def take_batch(self) -> bool:
+        """Whether the next batch goes through :meth:`flush` (then it must be flushed)."""
+        # two batches that held known keys: an update file; stage the rest directly
+        if self.fallbacks >= 2 or self.planned >= EARLY_SAVEPOINTS:
+            return False
+        self.planned += 1
+        return True
+
+    def flush(self, conn: Connection) -> None:
+        """Insert the batch, or stage it for the merge; the batch table is emptied."""
+        b, f = self.batch, fact_elicense_biz
+        names = [c.name for c in self.staging.columns]
+        source = select(
+            *(literal(self.constants[n], f.c[n].type).label(n) if n in self.constants else b.c[n]
+              for n in BIZ_COLUMNS)
+        )
+        try:
+            with conn.begin_nested():
+                stmt = insert(f).from_select(list(BIZ_COLUMNS), source)
+                inserted = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+            self.rows += inserted
+        except IntegrityError as err:
+            if getattr(err.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            self.fallbacks += 1
+            conn.execute(insert(self.staging).from_select(names, select(*(b.c[n] for n in names))))
+        conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(b)}")
+
+    def undo_duplicated(self, conn: Connection, keys: Table) -> int:
+        """Delete the early rows whose key the file holds more than once; how many went.
+
+        Early rows carry this load's file name and time; their keys were not in the
+        table before (the plain INSERT would have failed), so deleting them restores it.
+        """
+        if not self.rows:
+            return 0
+        f, c = fact_elicense_biz, self.constants
+        dup = select(keys.c.key).group_by(keys.c.key).having(func.count() > 1)
+        return conn.execute(
+            delete(f).where(
+                f.c.bank_code == c["bank_code"], f.c.source_file == c["source_file"],
+                f.c.loaded_at == c["loaded_at"], f.c.biz_id.in_(dup),
+            )
+        ).rowcount
 
 
 def merge_elicense_biz(

@@ -37,12 +37,14 @@ from govbank.discover import (
 )
 from govbank.errors import BankInputError, TransientError
 from govbank.load import (
+    EarlyInsert,
     create_key_table,
     create_staging,
     drop_duplicated,
     drop_staging,
     duplicate_keys,
     known_outlets,
+    lock_merge,
     merge_elicense_biz,
     merge_outlets,
     stage,
@@ -67,7 +69,7 @@ from govbank.read import (
 )
 from govbank.reasons import message
 from govbank.receipts import Receipt, ReceiptError, rejects_csv
-from govbank.schema import etl_file, etl_reject, stg_elicense_biz, stg_outlet
+from govbank.schema import etl_file, etl_reject, fact_elicense_biz, stg_elicense_biz, stg_outlet
 from govbank.transport import Landing, RemoteFile
 
 if TYPE_CHECKING:
@@ -349,19 +351,30 @@ def _load_file(
 
     The columnar reader goes first; a file it cannot vouch for (a blank line, a quote
     across lines, bad bytes...) is read again from the start by the exact reader, whose
-    messages name the line. Whatever the first attempt staged is discarded.
+    messages name the line. Whatever the first attempt staged or inserted is discarded.
     """
     with ctx.engine.begin() as conn:
         _claim(conn, reg.file_id)
+        attempt = None
         if conn.dialect.name == "postgresql":
             # the file-wide duplicate check groups every key: in memory, not spilled to disk
             conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+            if fname.dataset is Dataset.ELIC:
+                # rows reach the fact table early (EarlyInsert): the bank's merge lock
+                # first, and a savepoint to take them back if the file is read again
+                lock_merge(conn, fact_elicense_biz.name, [bank_code])
+                attempt = conn.begin_nested()
         try:
             _load_parsed(ctx, conn, bank_code, fname, reg, expected_rows, _parse(ctx, fname, reg.archive_path))
         except FastPathAborted as why:
+            if attempt is not None:
+                attempt.rollback()
             log.info("%s: read again by the exact reader (%s)", fname.name, why)
             exact = _parse(ctx, fname, reg.archive_path, exact=True)
             _load_parsed(ctx, conn, bank_code, fname, reg, expected_rows, exact)
+        else:
+            if attempt is not None:
+                attempt.commit()  # RELEASE SAVEPOINT
 
 
 _OUTLET_STAGED = (
@@ -402,7 +415,10 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
     rows_loaded = 0
     refused_outlets: set[str] = set()  # sent, but refused: not "left out" of the snapshot
     loaded_at = now()
-    writer = _Writer(background=conn.dialect.name == "postgresql")
+    constants = {"bank_code": bank_code, "source_file": fname.name, "loaded_at": loaded_at}
+    pg = conn.dialect.name == "postgresql"
+    writer = _Writer(background=pg)
+    early = EarlyInsert(conn, staging, tag, constants) if pg and not outlet else None
     run = None  # the validator may still be importing GX: first chunks are read meanwhile
     params = {"file_date": fname.business_date.isoformat()}
     known = pa.array(sorted(known_outlets(conn, bank_code)), pa.string()) if not outlet else None
@@ -416,6 +432,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
         outcome = run.validate(_frame(pending), params=params)
         found = sorted(outcome.issues, key=lambda i: i.line)
         found_lines = np.fromiter((i.line for i in found), dtype=np.int64, count=len(found))
+        target = early.batch if early is not None and early.take_batch() else staging
         for chunk in pending:
             lo = int(np.searchsorted(found_lines, chunk.lines[0], side="left"))
             hi = int(np.searchsorted(found_lines, chunk.lines[-1], side="right"))
@@ -427,8 +444,10 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             if outlet:
                 refused_outlets.update(_refused(chunk, good, "outlet_code"))
             data = _staged_columns(ctx, chunk, good, fname)
-            writer.submit(_stage_chunk, conn, keys, _keys_of(chunk, key_field), staging, data)
+            writer.submit(_stage_chunk, conn, keys, _keys_of(chunk, key_field), target, data)
             rows_loaded += len(data)
+        if early is not None and target is early.batch:
+            writer.submit(early.flush, conn)
         pending.clear()
 
     def prepare(cells: CellChunk | RawChunk) -> NormalisedChunk:
@@ -461,6 +480,8 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
                 if (line, key_field) not in flagged
             ]
             rows_loaded -= drop_duplicated(conn, staging, key_field, keys)
+            if early is not None:
+                rows_loaded -= early.undo_duplicated(conn, keys)
             if outlet:
                 refused_outlets.update(key for _, key in dups)
         rows_rejected = rows_total - rows_loaded
@@ -482,14 +503,11 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
                 staging=staging,
             )
         else:
-            merge_elicense_biz(
-                conn, staging=staging,
-                constants={"bank_code": bank_code, "source_file": fname.name, "loaded_at": loaded_at},
-            )
+            merge_elicense_biz(conn, staging=staging, constants=constants)
     finally:
         reader.close()
         writer.close()
-        drop_staging(conn, staging, keys)
+        drop_staging(conn, staging, keys, *([early.batch] if early is not None else []))
     _write_rejects(conn, reg, fname.name, issues)
     status = "accepted" if rows_rejected == 0 else "partially_accepted"
     conn.execute(
