@@ -259,20 +259,18 @@ def test_chunking_changes_nothing(tmp_path: Path, warehouse_url: str, validator,
     check_chunking_changes_nothing(tmp_path, warehouse_url, validator, monkeypatch)
 
 
-def _early_file(rows: list[tuple[str, str]], bad_id: str = "") -> bytes:
-    """ELIC rows of (biz_id, enterprise name); ``bad_id``'s row gets an invalid resident ID."""
+def _early_file(rows: list[tuple[str, str]], bad: set[int] = frozenset()) -> bytes:  # type: ignore[assignment]
+    """ELIC rows of (biz_id, enterprise name); rows at the ``bad`` indexes get an invalid
+    resident ID."""
     return (ELIC_HEAD + "".join(
-        f"{key}|W1|一照贷款|91350100M000100Y43|{name}|张三|{'110105194912310021' if key == bad_id else GOOD_ID}"
+        f"{key}|W1|一照贷款|91350100M000100Y43|{name}|张三|{'110105194912310021' if i in bad else GOOD_ID}"
         "|2023-06-01|1,000,000.00|800000|创业贷|有效\n"
-        for key, name in rows
+        for i, (key, name) in enumerate(rows)
     )).encode("gb18030")
 
 
-def check_early_inserts(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
-    """A second file in GX batches of 10 (lines 2-11, 12-21, ...): new keys, one invalid
-    row, an updated and an unchanged record, a key twice in different batches. The
-    outcome is the one merge's, whichever batches reach the table early (PostgreSQL);
-    returns the ``EarlyInsert`` objects the load used."""
+def _early_context(root: Path, url: str, validator, monkeypatch) -> tuple:  # type: ignore[no-untyped-def]
+    """Exact reader, chunks of 5 in GX batches of 10; the EarlyInsert objects used."""
     import govbank.pipeline
 
     monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
@@ -292,6 +290,26 @@ def check_early_inserts(root: Path, url: str, validator, monkeypatch) -> list:  
     ctx.validator_factory = lambda: validator
     inbox = root / "landing" / "WZB" / "inbox"
     drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
+    return ctx, inbox, used
+
+
+def _facts(ctx) -> dict[str, tuple]:  # type: ignore[no-untyped-def]
+    f = fact_elicense_biz.c
+    with ctx.engine.begin() as conn:
+        return {r.biz_id: tuple(r)[1:] for r in conn.execute(select(f.biz_id, f.enterprise_name, f.source_file, f.source_line))}
+
+
+def _receipt_errors(root: Path, name: str) -> list[tuple[int, str]]:
+    receipt = json.loads((root / "landing" / "WZB" / "outbox" / f"{name}.receipt.json").read_text("utf-8"))
+    return sorted((e["line"], e["reason_code"]) for e in receipt["errors"])
+
+
+def check_early_inserts(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+    """A second file in GX batches of 10 (lines 2-11, 12-21, ...): new keys, one invalid
+    row, an updated and an unchanged record, a key twice in different batches. The
+    outcome is the one merge's, whichever batches reach the table early (PostgreSQL);
+    returns the ``EarlyInsert`` objects the load used."""
+    ctx, inbox, used = _early_context(root, url, validator, monkeypatch)
     drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
     assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
     second = [(f"N{i}", f"二号{i}") for i in range(100)]  # N3 (line 5): invalid, never inserted
@@ -299,28 +317,47 @@ def check_early_inserts(root: Path, url: str, validator, monkeypatch) -> list:  
     second[23] = ("B5", "一号5改")  # line 25, batch 3: an update
     second[24] = ("B7", "一号7")  # line 26, batch 3: unchanged, keeps its provenance
     second[38] = ("D1", "二号D1再")  # line 40, batch 4: D1 again, both refused
-    drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(second, bad_id="N3"))
+    drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(second, bad={3}))
     outcomes = process_bank(ctx, "WZB")
     assert [(o.status, o.rows_total, o.rows_loaded) for o in outcomes] == [("partially_accepted", 100, 97)]
-    receipt = json.loads(
-        (root / "landing" / "WZB" / "outbox" / "ELIC_WZB_20230602.txt.receipt.json").read_text("utf-8")
-    )
-    assert sorted((e["line"], e["reason_code"]) for e in receipt["errors"]) == [
+    assert _receipt_errors(root, "ELIC_WZB_20230602.txt") == [
         (5, "INVALID_RESIDENT_ID"), (13, "DUPLICATE_KEY"), (40, "DUPLICATE_KEY"),
     ]
-    f = fact_elicense_biz.c
-    with ctx.engine.begin() as conn:
-        facts = {r.biz_id: r for r in conn.execute(select(f.biz_id, f.enterprise_name, f.source_file, f.source_line))}
     want = {f"B{i}": (f"一号{i}", "ELIC_WZB_20230601.txt", i + 2) for i in range(10)}
     want["B5"] = ("一号5改", "ELIC_WZB_20230602.txt", 25)
     want |= {k: (n, "ELIC_WZB_20230602.txt", i + 2) for i, (k, n) in enumerate(second) if k.startswith("N")}
     del want["N3"]
-    assert {k: tuple(r)[1:] for k, r in facts.items()} == want
+    assert _facts(ctx) == want
+    return used
+
+
+def check_repeats_with_refused_rows(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+    """Keys repeated only alongside refused rows: every valid row is new and distinct
+    (on PostgreSQL all go in early, and the duplicate check looks at the refused lines'
+    keys only); every occurrence of a repeated key is refused all the same."""
+    ctx, inbox, used = _early_context(root, url, validator, monkeypatch)
+    rows = [(f"N{i}", f"三号{i}") for i in range(120)]
+    rows[25] = ("N4", "三号4再")  # line 27, valid; N4 at line 6 has a bad ID
+    rows[18] = rows[19] = ("N10", "三号10再")  # lines 20, 21, bad IDs; N10 valid at line 12
+    drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file(rows, bad={4, 18, 19}))
+    outcomes = process_bank(ctx, "WZB")
+    assert [(o.status, o.rows_total, o.rows_loaded) for o in outcomes][1:] == [("partially_accepted", 120, 115)]
+    assert _receipt_errors(root, "ELIC_WZB_20230601.txt") == [
+        (6, "DUPLICATE_KEY"), (6, "INVALID_RESIDENT_ID"), (12, "DUPLICATE_KEY"),
+        (20, "DUPLICATE_KEY"), (20, "INVALID_RESIDENT_ID"), (21, "DUPLICATE_KEY"),
+        (21, "INVALID_RESIDENT_ID"), (27, "DUPLICATE_KEY"),
+    ]
+    want = {k: (n, "ELIC_WZB_20230601.txt", i + 2) for i, (k, n) in enumerate(rows) if k not in ("N4", "N10")}
+    assert len(want) == 115 and _facts(ctx) == want
     return used
 
 
 def test_early_inserts_change_nothing_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert check_early_inserts(tmp_path, warehouse_url, validator, monkeypatch) == []  # SQLite: one merge
+
+
+def test_repeats_with_refused_rows_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert check_repeats_with_refused_rows(tmp_path, warehouse_url, validator, monkeypatch) == []
 
 
 def test_prefetch_hands_over_items_errors_and_stops() -> None:

@@ -111,6 +111,24 @@ def duplicate_keys(conn: Connection, keys: Table) -> list[tuple[int, str]]:
     return [(r.line, r.key) for r in rows]
 
 
+def duplicate_keys_of(conn: Connection, keys: Table, lines: Sequence[int]) -> list[tuple[int, str]]:
+    """:func:`duplicate_keys` when every repeated key has an occurrence on one of ``lines``
+    (PostgreSQL): two scans of the key table instead of grouping all of it."""
+    from sqlalchemy import ARRAY, bindparam
+
+    if not lines:
+        return []
+    on_lines = select(func.unnest(bindparam("lines", list(lines), type_=ARRAY(Integer))))
+    candidates = select(keys.c.key).where(keys.c.line.in_(on_lines))
+    rows = conn.execute(
+        select(keys.c.line, keys.c.key).where(keys.c.key.in_(candidates)).order_by(keys.c.line)
+    ).all()
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[r.key] = seen.get(r.key, 0) + 1
+    return [(r.line, r.key) for r in rows if seen[r.key] > 1]
+
+
 def drop_duplicated(conn: Connection, staging: Table, key_column: str, keys: Table) -> int:
     """Remove staged rows whose key the file holds twice; how many went."""
     dup = select(keys.c.key).group_by(keys.c.key).having(func.count() > 1)
@@ -388,6 +406,7 @@ class EarlyInsert:
         self.batch = create_staging(conn, stg_elicense_biz, [c.name for c in staging.columns], f"{tag}_early")
         self.constants = dict(constants)
         self.planned = 0  # batches routed here (the caller's thread)
+        self.bypassed = 0  # batches staged directly (the caller's thread)
         self.fallbacks = 0  # batches that went to staging (the writing thread)
         self.rows = 0  # rows inserted early
 
@@ -395,6 +414,7 @@ class EarlyInsert:
         """Whether the next batch goes through :meth:`flush` (then it must be flushed)."""
         # two batches that held known keys: an update file; stage the rest directly
         if self.fallbacks >= 2 or self.planned >= EARLY_SAVEPOINTS:
+            self.bypassed += 1
             return False
         self.planned += 1
         return True
@@ -418,6 +438,16 @@ class EarlyInsert:
             self.fallbacks += 1
             conn.execute(insert(self.staging).from_select(names, select(*(b.c[n] for n in names))))
         conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(b)}")
+
+    @property
+    def complete(self) -> bool:
+        """Every good row went in early: the key index has seen them all at once.
+
+        Then no key repeats among them, and a key the file holds twice has at least one
+        occurrence among the refused rows (:func:`duplicate_keys_of`). Valid once the
+        writing thread is done.
+        """
+        return self.bypassed == 0 and self.fallbacks == 0
 
     def undo_duplicated(self, conn: Connection, keys: Table) -> int:
         """Delete the early rows whose key the file holds more than once; how many went.

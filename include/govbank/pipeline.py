@@ -43,6 +43,7 @@ from govbank.load import (
     drop_duplicated,
     drop_staging,
     duplicate_keys,
+    duplicate_keys_of,
     known_outlets,
     lock_merge,
     merge_elicense_biz,
@@ -455,7 +456,8 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             cells = cells_from_raw(cells, len(parsed.header))
         return normalise_cells(cells, columns, feed, dataset)
 
-    reader = _Prefetch(parsed.chunks, prepare)
+    # a GX batch read ahead: GX and the early inserts no longer wait for the reader
+    reader = _Prefetch(parsed.chunks, prepare, depth=max(1, ctx.gx_rows // ctx.chunk_rows))
     try:
         for chunk in reader:
             if not len(chunk):
@@ -471,7 +473,10 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
         for line, why in parsed.malformed:
             issues.append(RowIssue(line, "", "MALFORMED_ROW", f"{message('MALFORMED_ROW')}：{why}"))
         rows_total += len(parsed.malformed)
-        dups = duplicate_keys(conn, keys)
+        if early is not None and early.complete:
+            dups = duplicate_keys_of(conn, keys, sorted({i.line for i in issues}))
+        else:
+            dups = duplicate_keys(conn, keys)
         if dups:
             flagged = {(i.line, i.field) for i in issues}
             issues += [
@@ -569,7 +574,7 @@ class _Prefetch:
     """Reads and normalises the next chunks in a second thread while GX checks this one.
 
     Arrow parses and computes without the GIL, so the read runs on the core that GX's
-    Python leaves idle. One chunk waits at most (flat memory). Whatever the reader
+    Python leaves idle. ``depth`` chunks wait at most (flat memory). Whatever the reader
     raises (``FastPathAborted``, a bank's bad bytes) is raised where the chunk was due.
     """
 
