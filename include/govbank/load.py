@@ -211,6 +211,20 @@ def _target(conn: Connection, table):  # type: ignore[no-untyped-def]
     return sql.Identifier(schema, table.name) if schema else sql.Identifier(table.name)
 
 
+def _driver_execute(conn: Connection, statement: Any) -> None:
+    """A psycopg ``sql.Composed`` statement in the caller's transaction; errors as SQLAlchemy's."""
+    import psycopg
+
+    driver = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cur:
+            cur.execute(statement)
+    except psycopg.Error as err:
+        raise DBAPIError.instance(
+            statement.as_string(driver), None, err, psycopg.Error, dialect=conn.dialect
+        ) from err
+
+
 def copy_arrow(conn: Connection, table, load_id: str | None, data: pa.Table) -> None:  # type: ignore[no-untyped-def]
     """``COPY ... (FORMAT csv)`` of an Arrow table, in the caller's transaction."""
     import psycopg
@@ -437,7 +451,9 @@ class EarlyInsert:
                 raise
             self.fallbacks += 1
             conn.execute(insert(self.staging).from_select(names, select(*(b.c[n] for n in names))))
-        conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(b)}")
+        from psycopg import sql
+
+        _driver_execute(conn, sql.SQL("TRUNCATE {}").format(_target(conn, b)))  # not in Core
 
     @property
     def complete(self) -> bool:
