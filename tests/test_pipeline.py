@@ -352,6 +352,36 @@ def check_repeats_with_refused_rows(root: Path, url: str, validator, monkeypatch
     return used
 
 
+def check_known_and_repeated_keys(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+    """A key repeated in two batches of new keys (the first went in early, the second is
+    refused by the key index), then a known key repeated: both are refused in every
+    occurrence, and the known record stays as it was."""
+    ctx, inbox, used = _early_context(root, url, validator, monkeypatch)
+    drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
+    second = [(f"M{i}", f"二号{i}") for i in range(50)]
+    second[1] = second[13] = ("D7", "二号D7")  # lines 3 and 15: batches 1 and 2
+    third = [(f"P{i}", f"三号{i}") for i in range(50)]
+    third[2] = third[25] = ("B3", "一号3改")  # lines 4 and 27: B3 is in the table
+    drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(second))
+    drop_file(inbox, "ELIC_WZB_20230603.txt", _early_file(third))
+    outcomes = process_bank(ctx, "WZB")
+    assert [(o.status, o.rows_total, o.rows_loaded) for o in outcomes] == [
+        ("partially_accepted", 50, 48), ("partially_accepted", 50, 48),
+    ]
+    assert _receipt_errors(root, "ELIC_WZB_20230602.txt") == [(3, "DUPLICATE_KEY"), (15, "DUPLICATE_KEY")]
+    assert _receipt_errors(root, "ELIC_WZB_20230603.txt") == [(4, "DUPLICATE_KEY"), (27, "DUPLICATE_KEY")]
+    want = {f"B{i}": (f"一号{i}", "ELIC_WZB_20230601.txt", i + 2) for i in range(10)}
+    for name, rows in (("ELIC_WZB_20230602.txt", second), ("ELIC_WZB_20230603.txt", third)):
+        want |= {k: (n, name, i + 2) for i, (k, n) in enumerate(rows) if k not in ("D7", "B3")}
+    assert _facts(ctx) == want
+    return used
+
+
+def test_known_and_repeated_keys_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert check_known_and_repeated_keys(tmp_path, warehouse_url, validator, monkeypatch) == []
+
+
 def test_early_inserts_change_nothing_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert check_early_inserts(tmp_path, warehouse_url, validator, monkeypatch) == []  # SQLite: one merge
 

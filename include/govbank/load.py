@@ -396,7 +396,9 @@ def merge_outlets(
 
 
 # savepoints one load may take for early inserts: PostgreSQL keeps 64 subtransaction
-# ids per backend in shared memory; past that, every reader's snapshot gets slower
+# ids per backend in shared memory; past that, every reader's snapshot gets slower.
+# A refused batch's savepoint stays open after ROLLBACK TO (and gets an id from what
+# follows it), as may the file's: 48 + 1 + a few refused batches stays under 64
 EARLY_SAVEPOINTS = 48
 UNIQUE_VIOLATION = "23505"
 

@@ -252,7 +252,9 @@ def _memoised_filter(original: Callable[..., Any]) -> Callable[..., Any]:
         cache = getattr(_MEMO, "filters", None)
         if cache is None:
             return original(engine, data, row_condition, domain_kwargs)
-        key = (id(data), repr(row_condition), domain_kwargs.get("condition_parser"))
+        # JSON tells x == "1" from x == 1, which GX's repr of a condition does not
+        shown = row_condition.json() if hasattr(row_condition, "json") else repr(row_condition)
+        key = (id(data), shown, domain_kwargs.get("condition_parser"))
         hit = cache.get(key)
         if hit is None or hit[0] is not data:  # holding the frame keeps its id unique
             hit = cache[key] = (data, original(engine, data, row_condition, domain_kwargs))
