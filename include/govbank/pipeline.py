@@ -486,7 +486,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             ]
             rows_loaded -= drop_duplicated(conn, staging, key_field, keys)
             if early is not None:
-                rows_loaded -= early.undo_duplicated(conn, keys)
+                rows_loaded -= early.undo_duplicated(conn, (key for _, key in dups))
             if outlet:
                 refused_outlets.update(key for _, key in dups)
         rows_rejected = rows_total - rows_loaded
