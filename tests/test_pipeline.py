@@ -269,11 +269,10 @@ def _early_file(rows: list[tuple[str, str]], bad: set[int] = frozenset()) -> byt
     )).encode("gb18030")
 
 
-def _early_context(root: Path, url: str, validator, monkeypatch) -> tuple:  # type: ignore[no-untyped-def]
-    """Exact reader, chunks of 5 in GX batches of 10; the EarlyInsert objects used."""
+def _record_early(monkeypatch) -> list:  # type: ignore[no-untyped-def]
+    """The EarlyInsert objects the pipeline makes from now on (PostgreSQL loads only)."""
     import govbank.pipeline
 
-    monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
     used: list = []
 
     class Recorded(govbank.pipeline.EarlyInsert):
@@ -282,6 +281,15 @@ def _early_context(root: Path, url: str, validator, monkeypatch) -> tuple:  # ty
             used.append(self)
 
     monkeypatch.setattr(govbank.pipeline, "EarlyInsert", Recorded)
+    return used
+
+
+def _early_context(root: Path, url: str, validator, monkeypatch) -> tuple:  # type: ignore[no-untyped-def]
+    """Exact reader, chunks of 5 in GX batches of 10; the EarlyInsert objects used."""
+    import govbank.pipeline
+
+    monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
+    used = _record_early(monkeypatch)
     settings = Settings.from_env({
         "GOVBANK_LOCAL_DIR": str(root), "GOVBANK_WAREHOUSE_URL": url,
         "GOVBANK_CHUNK_ROWS": "5", "GOVBANK_GX_ROWS": "10",
@@ -465,16 +473,8 @@ def check_late_fallback_takes_early_rows_back(root: Path, url: str, validator, m
     """Batches of the columnar reader's attempt went into the fact table early (PostgreSQL)
     before it met a quote across lines: the exact reader's pass starts from nothing, so
     B5, sent twice, is refused in both occurrences. Returns the EarlyInsert objects used."""
-    import govbank.pipeline
 
-    used: list = []
-
-    class Recorded(govbank.pipeline.EarlyInsert):
-        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-            super().__init__(*args, **kwargs)
-            used.append(self)
-
-    monkeypatch.setattr(govbank.pipeline, "EarlyInsert", Recorded)
+    used = _record_early(monkeypatch)
     n = 60_000
     rows = _elic_rows(n).splitlines(keepends=True)
     rows[n - 10] = rows[n - 10].replace(f"|温州某某鞋业有限公司{n - 10}|", '|"温州某某\n鞋业有限公司"|')
