@@ -155,6 +155,19 @@ def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
     assert third.fallbacks == 2 and not third.complete
 
 
+def test_late_fallback_takes_early_rows_back_on_postgres(  # type: ignore[no-untyped-def]
+    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The columnar reader's attempt put batches into the fact table early before it met
+    a quote across lines: its savepoint takes them back and the exact reader's pass
+    starts from nothing (B5 sent twice is refused in both occurrences)."""
+    from tests.test_pipeline import check_late_fallback_takes_early_rows_back
+
+    fresh_pg(pg_url).dispose()
+    first_attempt, exact = check_late_fallback_takes_early_rows_back(tmp_path, pg_url, validator, monkeypatch)
+    assert first_attempt.rows > 0 and exact.rows > 0, (first_attempt.rows, exact.rows)
+
+
 def sqlite_url(folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'warehouse.db').as_posix()}"
