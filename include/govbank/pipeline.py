@@ -433,7 +433,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
         outcome = run.validate(_frame(pending), params=params)
         found = sorted(outcome.issues, key=lambda i: i.line)
         found_lines = np.fromiter((i.line for i in found), dtype=np.int64, count=len(found))
-        target = early.batch if early is not None and early.take_batch() else staging
+        target = early.batch if early is not None else staging
         for chunk in pending:
             lo = int(np.searchsorted(found_lines, chunk.lines[0], side="left"))
             hi = int(np.searchsorted(found_lines, chunk.lines[-1], side="right"))
@@ -447,7 +447,7 @@ def _load_parsed(  # noqa: PLR0915 - one file's stages, in order
             data = _staged_columns(ctx, chunk, good, fname)
             writer.submit(_stage_chunk, conn, keys, _keys_of(chunk, key_field), target, data)
             rows_loaded += len(data)
-        if early is not None and target is early.batch:
+        if early is not None:
             writer.submit(early.flush, conn)
         pending.clear()
 
