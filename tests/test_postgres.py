@@ -112,9 +112,9 @@ def test_late_fallback_changes_nothing_on_postgres(  # type: ignore[no-untyped-d
 def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-def]
     pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Batches of new keys reach the fact table while the file is checked; a batch that
-    holds a known key (an update, a key seen earlier in the file) waits for the merge;
-    an early row whose key turns out twice in the file is taken back."""
+    """Rows of new keys reach the fact table while the file is checked; rows of known
+    keys (an update, a key seen earlier in the file) wait for the merge; an early row
+    whose key turns out twice in the file is taken back."""
     from tests.test_pipeline import check_early_inserts
 
     fresh_pg(pg_url).dispose()
