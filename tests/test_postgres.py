@@ -121,8 +121,9 @@ def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-de
     first, second = check_early_inserts(tmp_path, pg_url, validator, monkeypatch)
     assert (first.rows, first.refused, first.staged) == (10, 0, 0)
     # batches 1-2 go in by plain INSERTs (19 rows: N3 is invalid; D1 among them); the
-    # index refuses batch 3 (B5, B7 known), so from there ON CONFLICT: B5 and B7, then
-    # D1 again in batch 4, are left to the merge; every other row goes in early
+    # index refuses batch 3 (B5, B7 known), so from there known keys are set aside
+    # first: B5 and B7, then D1 again in batch 4, are left to the merge; every other
+    # row goes in early
     counts = (second.savepoints, second.refused, second.staged, second.rows)
     assert counts == (3, 1, 3, 96) and not second.complete, counts
 
@@ -155,6 +156,42 @@ def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
     assert (second.refused, second.staged, second.rows) == (1, 1, 49) and not second.complete
     # B3 is known: both occurrences staged (batches 1 and 3), the other 48 rows early
     assert (third.refused, third.staged, third.rows) == (1, 2, 48) and not third.complete
+
+
+def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type: ignore[no-untyped-def]
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite is configuration: with ELIC's uniqueness expectation taken out, a key
+    twice in one batch reaches the early insert. After a refused batch it is set aside
+    with the known keys, and the file-wide duplicate check still refuses both lines."""
+    from govbank.validate import Validator
+    from tests.conftest import drop_file
+    from tests.test_pipeline import _early_context, _early_file, _facts, _receipt_errors
+
+    suites = tmp_path / "expectations"
+    suites.mkdir()
+    for path in (ROOT / "expectations").glob("*.json"):
+        data = json.loads(path.read_text("utf-8"))
+        if path.name == "elic.json":
+            data["expectations"] = [
+                e for e in data["expectations"] if e["type"] != "expect_column_values_to_be_unique"
+            ]
+        (suites / path.name).write_text(json.dumps(data, ensure_ascii=False), "utf-8")
+    fresh_pg(pg_url).dispose()
+    ctx, inbox, used = _early_context(tmp_path / "site", pg_url, Validator(suites), monkeypatch)
+    drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
+    rows = [(f"N{i}", f"二号{i}") for i in range(60)]  # 2 refused: under the 5 % threshold
+    rows[12] = ("B2", "一号2改")  # line 14, batch 2: known, the batch is refused
+    rows[23] = rows[27] = ("R1", "二号R1")  # lines 25 and 29, both in batch 3
+    drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(rows))
+    outcomes = process_bank(ctx, "WZB")
+    assert [(o.status, o.rows_total, o.rows_loaded) for o in outcomes] == [("partially_accepted", 60, 58)]
+    assert _receipt_errors(tmp_path / "site", "ELIC_WZB_20230602.txt") == [(25, "DUPLICATE_KEY"), (29, "DUPLICATE_KEY")]
+    facts = _facts(ctx)
+    assert "R1" not in facts and facts["B2"] == ("一号2改", "ELIC_WZB_20230602.txt", 14)
+    second = used[-1]
+    assert (second.refused, second.staged, second.rows) == (1, 3, 57), (second.refused, second.staged, second.rows)
 
 
 def test_late_fallback_takes_early_rows_back_on_postgres(  # type: ignore[no-untyped-def]
