@@ -479,7 +479,7 @@ def check_late_fallback_takes_early_rows_back(root: Path, url: str, validator, m
     rows = _elic_rows(n).splitlines(keepends=True)
     rows[n - 10] = rows[n - 10].replace(f"|温州某某鞋业有限公司{n - 10}|", '|"温州某某\n鞋业有限公司"|')
     rows[n - 20] = rows[5].replace("温州某某鞋业有限公司5", "温州某某鞋业有限公司5再")  # B5, line 59,982
-    statuses, errors, facts = _load_once(root, url, validator, (ELIC_HEAD + "".join(rows)).encode("gb18030"), 1000, 1000)
+    statuses, errors, facts = _load_once(root, url, validator, (ELIC_HEAD + "".join(rows)).encode("gb18030"), 1000, 3000)
     assert statuses[1][:2] == ("partially_accepted", n)
     assert [(e[0], e[2]) for e in errors if e[2] == "DUPLICATE_KEY"] == [(7, "DUPLICATE_KEY"), (n - 18, "DUPLICATE_KEY")]
     assert "B5" not in {f[0] for f in facts} and len(facts) == statuses[1][2]
