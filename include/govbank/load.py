@@ -399,8 +399,7 @@ def merge_outlets(
 # savepoints one load may take for early inserts: PostgreSQL keeps 64 subtransaction
 # ids per backend in shared memory; past that, every reader's snapshot gets slower.
 # A refused batch's savepoint stays open after ROLLBACK TO (every later write of the
-# file runs inside it), as does the file's: 48 + 1 + 1 stays under the 64
-# subtransaction ids PostgreSQL caches per backend
+# file runs inside it), as does the file's: 48 + 1 + 1 stays under 64
 EARLY_SAVEPOINTS = 48
 UNIQUE_VIOLATION = "23505"
 
