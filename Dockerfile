@@ -23,4 +23,4 @@ ENV PYTHONPATH=/opt/airflow/include \
 
 # Created here so that a named volume mounted on it starts owned by the airflow user.
 RUN mkdir -p /opt/airflow/govbank /opt/airflow/auth \
-    && python -c "import airflow.providers.sftp, airflow.providers.celery, govbank.contracts"
+    && python -c "import airflow.providers.sftp, airflow.providers.celery, govbank.config.contracts"

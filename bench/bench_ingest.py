@@ -89,8 +89,8 @@ def _gen_outlets(path: Path) -> int:
     """The snapshot the ELIC rows refer to: every outlet code they use is known."""
     import random
 
-    from govbank.datasets import OUTLET_TYPES, Dataset, default_headers
-    from govbank.reference import towns
+    from govbank.domain.datasets import OUTLET_TYPES, Dataset, default_headers
+    from govbank.domain.reference import towns
 
     rng = random.Random(SEED)
     header = "|".join(default_headers(Dataset.OUTLET).values())
@@ -121,8 +121,12 @@ class _Pools:
     GIVEN = "建国伟芳丽海军敏静强磊洁勇艳杰娟涛明超秀霞平刚晓春燕永志文华红玲益瑞"
 
     def __init__(self, rng: Any, size: int) -> None:  # rng: numpy Generator
-        from govbank.checks import USCC_CHARSET, resident_id_check_digit, uscc_check_char
-        from govbank.reference import uscc_exceptions
+        from govbank.domain.identifiers import (
+            USCC_CHARSET,
+            resident_id_check_digit,
+            uscc_check_char,
+        )
+        from govbank.domain.reference import uscc_exceptions
 
         exceptions = uscc_exceptions()
         body = rng.integers(0, len(USCC_CHARSET), size=(size, 9)).tolist()
@@ -165,7 +169,7 @@ def _gen_elic(
     """
     import numpy as np
 
-    from govbank.datasets import BIZ_TYPES, Dataset, default_headers
+    from govbank.domain.datasets import BIZ_TYPES, Dataset, default_headers
 
     outlets = _outlet_codes()
     products = ("创业贷", "瓯e贷", "小微快贷", "税易贷", "")
@@ -229,7 +233,7 @@ def _gen_elic(
 
 def _split_at_sample_end(path: Path) -> bool:
     """Does byte ``read.SAMPLE_BYTES`` fall inside a GB18030 character?"""
-    from govbank.read import SAMPLE_BYTES
+    from govbank.ingest.read import SAMPLE_BYTES
 
     with path.open("rb") as fh:
         sample = fh.read(SAMPLE_BYTES)
@@ -317,10 +321,10 @@ def _vm_hwm_mb() -> float:
 
 def child_setup(spec: dict[str, Any]) -> dict[str, Any]:
     """Migrate the bench warehouse and load the OUTLET snapshot (not timed)."""
-    from govbank.db import upgrade
-    from govbank.pipeline import process_bank
-    from govbank.runtime import build_context
-    from govbank.settings import Settings
+    from govbank.config.settings import Settings
+    from govbank.ingest.run import process_bank
+    from govbank.orchestration.runtime import build_context
+    from govbank.warehouse.db import upgrade
 
     upgrade(spec["warehouse_url"])
     ctx = build_context(Settings.from_env(), BENCH_KEY)
@@ -336,7 +340,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     from sqlalchemy import create_engine
 
-    from govbank.datasets import BIZ_STATUSES, BIZ_TYPES
+    from govbank.domain.datasets import BIZ_STATUSES, BIZ_TYPES
 
     t0 = time.perf_counter()
     df = pd.read_csv(
@@ -373,7 +377,7 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# pipeline stages timed by wrapping the names ``govbank.pipeline`` calls them by: the
+# pipeline stages timed by wrapping the names ``govbank.ingest.run`` calls them by: the
 # wrappers only read the clock (a few calls per chunk), the code that runs is unchanged
 PHASES = {
     "_receive": "receive (fetch, sha256, archive, register)",
@@ -419,7 +423,7 @@ def _timed(timings: dict[str, float], name: str, fn: Any) -> Any:
 def _install_phase_timers(timings: dict[str, float]) -> None:
     import functools
 
-    import govbank.pipeline as pipeline
+    import govbank.ingest.run as pipeline
 
     def wrap(name: str, fn: Any) -> Any:
         return functools.wraps(fn)(_timed(timings, name, fn))
@@ -461,10 +465,10 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     t_imp = time.perf_counter()
     from sqlalchemy import func, select
 
-    from govbank.pipeline import process_bank
-    from govbank.runtime import build_context
-    from govbank.schema import fact_elicense_biz
-    from govbank.settings import Settings
+    from govbank.config.settings import Settings
+    from govbank.ingest.run import process_bank
+    from govbank.orchestration.runtime import build_context
+    from govbank.warehouse.schema import fact_elicense_biz
 
     import_s = time.perf_counter() - t_imp
     timings: dict[str, float] = {}

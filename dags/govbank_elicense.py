@@ -27,7 +27,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from govbank.settings import ASSET_ELICENSE_USAGE
+from govbank.config.settings import ASSET_ELICENSE_USAGE
 
 ELICENSE_USAGE = Asset(ASSET_ELICENSE_USAGE)
 
@@ -50,14 +50,14 @@ def govbank_elicense():
         from airflow.sdk import Connection
         from airflow.sdk.exceptions import AirflowFailException
 
-        from govbank.airflow_support import settings
-        from govbank.asof import as_of_extra
-        from govbank.connections import ELICENSE_API_CONN_ID
-        from govbank.db import make_engine
+        from govbank.config.connections import ELICENSE_API_CONN_ID
+        from govbank.domain.errors import ConfigError
         from govbank.elicense import ElicenseClient, MalformedPageError, config_from_connection
         from govbank.elicense import pull_usages as pull
-        from govbank.errors import ConfigError
-        from govbank.validate import Validator
+        from govbank.marts.asof import as_of_extra
+        from govbank.orchestration.airflow_support import settings
+        from govbank.validate.validator import Validator
+        from govbank.warehouse.db import make_engine
 
         s = settings()
         engine = make_engine(s.warehouse_url)

@@ -33,8 +33,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, PokeReturnValue, dag, task, task_group
 
-from govbank.airflow_support import alert_late_bank
-from govbank.settings import ASSET_BANK_FILES
+from govbank.config.settings import ASSET_BANK_FILES
+from govbank.orchestration.airflow_support import alert_late_bank
 
 BANK_FILES = Asset(ASSET_BANK_FILES)
 
@@ -53,8 +53,8 @@ def govbank_ingest():
     @task
     def banks() -> list[str]:
         """Every bank with a contract or a folder on the landing."""
-        from govbank.airflow_support import settings
-        from govbank.contracts import load_contracts
+        from govbank.config.contracts import load_contracts
+        from govbank.orchestration.airflow_support import settings
         from govbank.transport import open_landing
 
         s = settings()
@@ -77,11 +77,11 @@ def govbank_ingest():
             """Free the worker slot between pokes; fail (and alert) only past the deadline."""
             from airflow.sdk.exceptions import AirflowSensorTimeout
 
-            from govbank.airflow_support import settings
-            from govbank.alerts import check_bank
-            from govbank.contracts import load_contracts
-            from govbank.db import make_engine
+            from govbank.config.contracts import load_contracts
+            from govbank.orchestration.airflow_support import settings
+            from govbank.orchestration.alerts import check_bank
             from govbank.transport import open_landing
+            from govbank.warehouse.db import make_engine
 
             s = settings()
             landing = open_landing(s.landing_dir, s.sftp_conn_id)
@@ -106,10 +106,10 @@ def govbank_ingest():
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowFailException
 
-            from govbank.airflow_support import pseudonym_key, settings
-            from govbank.errors import ConfigError
-            from govbank.pipeline import process_bank
-            from govbank.runtime import build_context
+            from govbank.domain.errors import ConfigError
+            from govbank.ingest.run import process_bank
+            from govbank.orchestration.airflow_support import pseudonym_key, settings
+            from govbank.orchestration.runtime import build_context
 
             get_current_context()["bank_code"] = bank_code
             try:
@@ -138,7 +138,7 @@ def govbank_ingest():
         The event carries the business day this run ingested for, ``{"as_of": "YYYY-MM-DD"}``
         (the logical date in Asia/Shanghai; a run without one: when it was started).
         """
-        from govbank.asof import as_of_extra
+        from govbank.marts.asof import as_of_extra
 
         extra = as_of_extra(logical_date or getattr(dag_run, "run_after", None))
         outlet_events[BANK_FILES].extra = extra

@@ -16,7 +16,7 @@ see the old or the new figures, never half.
 2. else the run's logical date (`airflow dags test govbank_marts 2023-06-15`);
 3. else today in Asia/Shanghai.
 
-The choice is `govbank.asof.as_of_for`; the task logs it, and the `marts` Asset event it
+The choice is `govbank.marts.asof.as_of_for`; the task logs it, and the `marts` Asset event it
 emits carries the same `{"as_of": ...}`.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, dag, task
 
-from govbank.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
+from govbank.config.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
 
 MARTS = Asset(ASSET_MARTS)
 
@@ -45,9 +45,9 @@ def govbank_marts():
     def build_marts(  # type: ignore[no-untyped-def]
         logical_date=None, triggering_asset_events=None, outlet_events=None
     ) -> dict:
-        from govbank.airflow_support import settings
-        from govbank.asof import as_of_extra, as_of_for, event_extras
-        from govbank.runtime import build_marts as rebuild
+        from govbank.marts.asof import as_of_extra, as_of_for, event_extras
+        from govbank.orchestration.airflow_support import settings
+        from govbank.orchestration.runtime import build_marts as rebuild
 
         extras = event_extras(triggering_asset_events)
         as_of = as_of_for(logical_date, extras)

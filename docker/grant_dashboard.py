@@ -1,6 +1,6 @@
 """Let the dashboard's login read the marts and dimensions of the warehouse, and nothing else.
 
-The privileges are defined once, in ``govbank.db.dashboard_grant_sql``: the warehouse
+The privileges are defined once, in ``govbank.warehouse.db.dashboard_grant_sql``: the warehouse
 migration 0004 applies it to the group role ``govbank_dashboard``, and airflow-init runs
 this script after the migrations to apply the very same SQL to the login the
 ``govbank_dashboard`` connection uses (in the compose stack that login *is* the role).
@@ -16,8 +16,14 @@ import os
 
 from sqlalchemy import make_url, text
 
-from govbank.db import DASHBOARD_ROLE, dashboard_grant_sql, is_postgres, make_engine, quote_name
-from govbank.schema import DASHBOARD_TABLES, PG_SCHEMA
+from govbank.warehouse.db import (
+    DASHBOARD_ROLE,
+    dashboard_grant_sql,
+    is_postgres,
+    make_engine,
+    quote_name,
+)
+from govbank.warehouse.schema import DASHBOARD_TABLES, PG_SCHEMA
 
 
 def grant_dashboard(url: str, role: str) -> None:

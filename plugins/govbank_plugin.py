@@ -61,7 +61,7 @@ def _connection_url(conn_id: str) -> str | None:
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
-    from govbank.airflow_support import sqlalchemy_url
+    from govbank.orchestration.airflow_support import sqlalchemy_url
 
     try:
         conn = Connection.get_connection_from_secrets(conn_id)
@@ -75,9 +75,9 @@ def _warehouse_engine():  # type: ignore[no-untyped-def]
     import os
     from pathlib import Path
 
+    from govbank.config.settings import Settings
     from govbank.dashboard.data import make_dashboard_engine, readonly_sqlite_url
-    from govbank.db import make_engine
-    from govbank.settings import Settings
+    from govbank.warehouse.db import make_engine
 
     url = os.environ.get("GOVBANK_WAREHOUSE_URL") or _connection_url(WAREHOUSE_CONN)
     url = url or Settings.from_env().warehouse_url
@@ -98,7 +98,7 @@ def _dashboard_engine():  # type: ignore[no-untyped-def]
 
 
 def _data_docs_dir():  # type: ignore[no-untyped-def]
-    from govbank.settings import Settings
+    from govbank.config.settings import Settings
 
     return Settings.from_env().data_docs_dir
 

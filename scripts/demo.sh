@@ -21,7 +21,7 @@ airflow dags test govbank_ingest "$AS_OF" > "$AIRFLOW_HOME/dags-test-ingest.log"
 grep -E "status=|DagRun Finished|state=" "$AIRFLOW_HOME/dags-test-ingest.log" | grep -oE "bank=.*|DagRun Finished.*" || true
 
 echo "== the government's e-licence API (the project's reference server stands in for it)"
-WAREHOUSE_URL=$(python -c 'from govbank.settings import Settings; print(Settings.from_env().warehouse_url)')
+WAREHOUSE_URL=$(python -c 'from govbank.config.settings import Settings; print(Settings.from_env().warehouse_url)')
 API_PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 GOVBANK_ELICENSE_CLIENT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')
 export GOVBANK_ELICENSE_CLIENT_SECRET

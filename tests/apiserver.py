@@ -25,11 +25,16 @@ import requests
 import uvicorn
 from sqlalchemy import Engine, insert, select
 
-from govbank.checks import USCC_CHARSET, uscc_check_char
-from govbank.db import make_engine, upgrade
+from govbank.domain.identifiers import USCC_CHARSET, uscc_check_char
 from govbank.elicense.client import ClientConfig
 from govbank.elicense.server import ServerState, UsageStore, build_asgi
-from govbank.schema import PG_SCHEMA, fact_elicense_biz, fact_elicense_usage, mart_reconciliation
+from govbank.warehouse.db import make_engine, upgrade
+from govbank.warehouse.schema import (
+    PG_SCHEMA,
+    fact_elicense_biz,
+    fact_elicense_usage,
+    mart_reconciliation,
+)
 
 
 class RefServer:

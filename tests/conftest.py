@@ -28,7 +28,7 @@ PSEUDONYM_KEY = b"test-pseudonym-key-not-a-secret-0123456789"
 
 @pytest.fixture
 def warehouse_url(tmp_path: Path) -> str:
-    from govbank.db import upgrade
+    from govbank.warehouse.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     upgrade(url)
@@ -38,7 +38,7 @@ def warehouse_url(tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def validator(tmp_path_factory: pytest.TempPathFactory):
     """One Great Expectations context for the session: building it costs seconds."""
-    from govbank.validate import Validator
+    from govbank.validate.validator import Validator
 
     return Validator(ROOT / "expectations", tmp_path_factory.mktemp("data_docs"))
 

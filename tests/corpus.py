@@ -43,12 +43,12 @@ from functools import cache
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from govbank.checks import USCC_CHARSET, resident_id_check_digit, uscc_check_char
-from govbank.contracts import load_contracts
-from govbank.datasets import Dataset, field_names
-from govbank.settings import DEFAULT_CONTRACTS_DIR
+from govbank.config.contracts import load_contracts
+from govbank.config.settings import DEFAULT_CONTRACTS_DIR
+from govbank.domain.datasets import Dataset, field_names
+from govbank.domain.identifiers import USCC_CHARSET, resident_id_check_digit, uscc_check_char
 
-# The decompression cap the corpus run uses (``govbank.read.DEFAULT_MAX_DECOMPRESSED``
+# The decompression cap the corpus run uses (``govbank.ingest.read.DEFAULT_MAX_DECOMPRESSED``
 # patched down), so a bomb trips it after a megabyte instead of after 4 GiB.
 BOMB_CAP = 256 * 1024
 # Processing order of the run: ELIC files of a bank need its OUTLET snapshot first.
@@ -212,7 +212,7 @@ def _contracts():  # type: ignore[no-untyped-def]
 def headers(bank: str, dataset: Dataset) -> dict[str, str]:
     contract = _contracts().get(bank)
     if contract is None or dataset not in contract.feeds:
-        from govbank.datasets import default_headers
+        from govbank.domain.datasets import default_headers
 
         return default_headers(dataset)
     return contract.feeds[dataset].header_map(dataset)

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import insert
 
-from govbank.alerts import check_bank, send_alert
-from govbank.contracts import load_contracts
-from govbank.db import make_engine
-from govbank.schema import etl_file
+from govbank.config.contracts import load_contracts
+from govbank.orchestration.alerts import check_bank, send_alert
 from govbank.transport.local import LocalLanding
+from govbank.warehouse.db import make_engine
+from govbank.warehouse.schema import etl_file
 from tests.conftest import ROOT, drop_file
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -1,4 +1,4 @@
-"""Which day govbank_marts rebuilds as of: govbank.asof, without Airflow."""
+"""Which day govbank_marts rebuilds as of: govbank.marts.asof, without Airflow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from govbank.asof import as_of_extra, as_of_for, event_extras, shanghai_date
+from govbank.marts.asof import as_of_extra, as_of_for, event_extras, shanghai_date
 from tests.conftest import ROOT
 
 D = dt.date
@@ -96,7 +96,7 @@ def test_event_extras_reads_a_triggering_asset_events_mapping() -> None:
 
 def test_asof_does_not_import_airflow() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, govbank.asof; print('airflow' in sys.modules)"],
+        [sys.executable, "-c", "import sys, govbank.marts.asof; print('airflow' in sys.modules)"],
         capture_output=True,
         text=True,
         check=True,

@@ -27,9 +27,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from govbank.db import make_engine
 from govbank.demo import AS_OF, EXPECTED_KPI, build_demo
-from govbank.schema import etl_file, mart_kpi
+from govbank.warehouse.db import make_engine
+from govbank.warehouse.schema import etl_file, mart_kpi
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

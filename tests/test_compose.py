@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from govbank.connections import CONNECTION_IDS, CONNECTIONS
+from govbank.config.connections import CONNECTION_IDS, CONNECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -343,7 +343,7 @@ def test_every_connection_is_defined_for_every_airflow_service(services: dict[st
         expected = {conn_env_name(c) for c in CONNECTION_IDS}
         assert expected <= defined, f"{name} lacks {sorted(expected - defined)}"
         assert defined <= expected, (
-            f"{name} defines {sorted(defined - expected)}, not in govbank.connections"
+            f"{name} defines {sorted(defined - expected)}, not in govbank.config.connections"
         )
         for spec in CONNECTIONS:
             conn = json.loads(interpolate(env[conn_env_name(spec.conn_id)], env_values))
@@ -662,7 +662,7 @@ def psql_superuser() -> str:
 def test_postgres_init_separates_airflow_warehouse_and_dashboard() -> None:
     import psycopg
 
-    from govbank import db
+    from govbank.warehouse import db
 
     superuser = psql_superuser()
     tag = secrets.token_hex(4)

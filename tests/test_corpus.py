@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, inspect, select
 
-import govbank.read
-from govbank.db import upgrade
-from govbank.pipeline import FileOutcome, process_bank
-from govbank.runtime import build_context
-from govbank.schema import dim_outlet, etl_file, etl_reject, fact_elicense_biz, metadata
-from govbank.settings import Settings
+import govbank.ingest.read
+from govbank.config.settings import Settings
+from govbank.ingest.run import FileOutcome, process_bank
+from govbank.orchestration.runtime import build_context
+from govbank.warehouse.db import upgrade
+from govbank.warehouse.schema import dim_outlet, etl_file, etl_reject, fact_elicense_biz, metadata
 from tests.conftest import PSEUDONYM_KEY
 from tests.corpus import (
     BANKS,
@@ -79,7 +79,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, validator):  # type: ignore[no
         with pytest.MonkeyPatch.context() as mp:
             # a bomb trips the cap after BOMB_CAP bytes instead of 4 GiB (until the
             # settings carry it, the reader's default is the only knob)
-            mp.setattr(govbank.read, "DEFAULT_MAX_DECOMPRESSED", BOMB_CAP)
+            mp.setattr(govbank.ingest.read, "DEFAULT_MAX_DECOMPRESSED", BOMB_CAP)
             # Data Docs pages are not what this tests, and cost half the run
             mp.setattr(validator, "data_docs_dir", None)
             for bank in BANKS:

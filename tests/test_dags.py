@@ -106,14 +106,14 @@ def test_marts_take_the_latest_as_of_of_their_triggering_events(dagbag, monkeypa
         TriggeringAssetEventsAccessor,
     )
 
-    import govbank.airflow_support
-    from govbank.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
+    import govbank.orchestration.airflow_support
+    from govbank.config.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
 
     calls: list[object] = []
-    fake_runtime = types.ModuleType("govbank.runtime")  # no warehouse, no pipeline import
+    fake_runtime = types.ModuleType("govbank.orchestration.runtime")  # no warehouse, no pipeline import
     fake_runtime.build_marts = lambda settings, as_of: calls.append(as_of) or {"biz": 1}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "govbank.runtime", fake_runtime)
-    monkeypatch.setattr(govbank.airflow_support, "settings", lambda: None)
+    monkeypatch.setitem(sys.modules, "govbank.orchestration.runtime", fake_runtime)
+    monkeypatch.setattr(govbank.orchestration.airflow_support, "settings", lambda: None)
     build = dagbag.dags["govbank_marts"].get_task("build_marts").python_callable
 
     events = TriggeringAssetEventsAccessor.build(
@@ -141,7 +141,7 @@ def test_ingest_publish_emits_its_business_day(dagbag) -> None:  # type: ignore[
     from airflow.sdk import Asset
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
-    from govbank.settings import ASSET_BANK_FILES
+    from govbank.config.settings import ASSET_BANK_FILES
 
     publish = dagbag.dags["govbank_ingest"].get_task("publish").python_callable
     outlets = OutletEventAccessors()
@@ -164,16 +164,16 @@ def test_elicense_pull_emits_the_day_of_its_watermark(dagbag, monkeypatch, tmp_p
     from airflow.sdk import Asset
     from airflow.sdk.execution_time.context import OutletEventAccessors
 
-    import govbank.airflow_support
     import govbank.elicense
-    from govbank.settings import ASSET_ELICENSE_USAGE
+    import govbank.orchestration.airflow_support
+    from govbank.config.settings import ASSET_ELICENSE_USAGE
 
     summary = {"records": 3, "watermark_after": "2023-06-14T17:05:00+00:00"}
-    fake_validate = types.ModuleType("govbank.validate")  # no Great Expectations here
+    fake_validate = types.ModuleType("govbank.validate.validator")  # no Great Expectations here
     fake_validate.Validator = lambda *a, **k: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "govbank.validate", fake_validate)
+    monkeypatch.setitem(sys.modules, "govbank.validate.validator", fake_validate)
     monkeypatch.setattr(
-        govbank.airflow_support,
+        govbank.orchestration.airflow_support,
         "settings",
         lambda: SimpleNamespace(
             warehouse_url=f"sqlite:///{tmp_path / 'w.db'}",

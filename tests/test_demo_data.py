@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 
 from govbank import demo
-from govbank.checks import is_valid_resident_id, is_valid_uscc
-from govbank.contracts import BankContract, load_contracts
-from govbank.datasets import FIELDS, Dataset
-from govbank.reasons import FILE_REASONS, ROW_REASONS
-from govbank.reference import OUHAI_LAT, OUHAI_LON, town_lookup, towns
-from govbank.settings import DEFAULT_CONTRACTS_DIR, PROJECT_ROOT
+from govbank.config.contracts import BankContract, load_contracts
+from govbank.config.settings import DEFAULT_CONTRACTS_DIR, PROJECT_ROOT
+from govbank.domain.datasets import FIELDS, Dataset
+from govbank.domain.identifiers import is_valid_resident_id, is_valid_uscc
+from govbank.domain.reasons import FILE_REASONS, ROW_REASONS
+from govbank.domain.reference import OUHAI_LAT, OUHAI_LON, town_lookup, towns
 
 # What each contract (and its comment) implies about how the bank sends: text codec
 # (None = xlsx), gzip, extension, delimiter, how towns are written.

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from govbank.demo import EXPECTED_KPI, build_demo
-from govbank.schema import dim_outlet, etl_file, etl_reject, mart_kpi, metadata
+from govbank.warehouse.schema import dim_outlet, etl_file, etl_reject, mart_kpi, metadata
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def test_kpi_matches_the_seed_report(demo) -> None:  # type: ignore[no-untyped-d
 
 
 def test_reconciliation_shows_what_the_generator_intended(demo) -> None:  # type: ignore[no-untyped-def]
-    from govbank.schema import mart_reconciliation as r
+    from govbank.warehouse.schema import mart_reconciliation as r
 
     intended = json.loads((demo["local"] / "elicense_expected.json").read_text(encoding="utf-8"))
     with demo["engine"].connect() as conn:

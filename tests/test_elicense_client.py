@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from govbank.domain.errors import ConfigError, TransientError
 from govbank.elicense.client import (
     ApiAuthError,
     ApiRequestError,
@@ -23,8 +24,7 @@ from govbank.elicense.client import (
     config_from_connection,
 )
 from govbank.elicense.generate import usages_from_bank_records
-from govbank.elicense.load import pull_usages, read_watermark
-from govbank.errors import ConfigError, TransientError
+from govbank.elicense.pull import pull_usages, read_watermark
 from tests.apiserver import RefServer, bank_records, fresh_warehouse, usage_rows
 
 NOW = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)

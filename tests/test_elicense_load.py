@@ -25,14 +25,14 @@ from govbank.elicense.client import (
     UsageRecord,
 )
 from govbank.elicense.generate import usages_from_bank_records
-from govbank.elicense.load import (
+from govbank.elicense.pull import (
     DEFAULT_OVERLAP,
     pull_usages,
     read_watermark,
     upsert_usages,
     write_watermark,
 )
-from govbank.schema import etl_watermark
+from govbank.warehouse.schema import etl_watermark
 from tests.apiserver import RefServer, bank_records, fresh_warehouse, usage_rows
 
 NOW = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)
@@ -141,9 +141,9 @@ def test_incremental_runs_end_like_one_full_run(api, engine, tmp_path, baseline,
 CHILD = """
 import json, os
 from pathlib import Path
-from govbank.db import make_engine
+from govbank.warehouse.db import make_engine
 from govbank.elicense.client import ClientConfig, ElicenseClient
-from govbank.elicense.load import pull_usages
+from govbank.elicense.pull import pull_usages
 cfg = json.loads(os.environ["ELICENSE_CHILD"])
 engine = make_engine(cfg.pop("warehouse"))
 raw = Path(cfg.pop("raw_dir"))

@@ -1,7 +1,7 @@
 """The vectorised custom expectations give what the scalar rules give, value by value.
 
 ``valid_uscc`` / ``valid_resident_id`` (numpy over code points or UTF-8 bytes) against
-``govbank.checks`` on random strings, near-valid codes and odd values, for columns of
+``govbank.domain.identifiers`` on random strings, near-valid codes and odd values, for columns of
 ``object`` and ``str`` (pyarrow-backed) dtype; then a GX validation on both dtypes.
 """
 
@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from govbank.checks import (
+from govbank.domain.identifiers import (
     USCC_CHARSET,
     is_valid_resident_id,
     resident_id_check_digit,
     uscc_check_char,
 )
-from govbank.gx_expectations import _uscc_ok, valid_resident_id, valid_uscc
-from govbank.reference import uscc_exceptions
+from govbank.domain.reference import uscc_exceptions
+from govbank.validate.expectations import _uscc_ok, valid_resident_id, valid_uscc
 from tests.test_validate import elic_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def test_large_column() -> None:
 
 @pytest.fixture(scope="module")
 def validator():  # type: ignore[no-untyped-def]
-    from govbank.validate import Validator
+    from govbank.validate.validator import Validator
 
     return Validator(ROOT / "expectations")
 

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from govbank.db import make_engine
-from govbank.load import merge_elicense_biz, merge_outlets, stage
-from govbank.schema import dim_outlet, fact_elicense_biz, stg_elicense_biz, stg_outlet
+from govbank.ingest.load import merge_elicense_biz, merge_outlets, stage
+from govbank.warehouse.db import make_engine
+from govbank.warehouse.schema import dim_outlet, fact_elicense_biz, stg_elicense_biz, stg_outlet
 
 
 def _outlet(code: str, name: str = "网点", status: str = "正常") -> dict:
@@ -118,7 +118,7 @@ def check_resent_unchanged_keeps_provenance(url: str) -> None:
     Temporary staging, as the pipeline stages."""
     import pyarrow as pa
 
-    from govbank.load import create_staging, drop_staging
+    from govbank.ingest.load import create_staging, drop_staging
 
     engine = make_engine(url)
     columns = ("biz_id", "biz_type", "uscc", "enterprise_name", "outlet_code", "biz_date",

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govbank.contracts import AmountUnit, FeedContract
-from govbank.datasets import Dataset
-from govbank.discover import complete_files, parse_file_name, parse_ok, processing_order
-from govbank.errors import BankInputError
-from govbank.normalise import normalise_chunk, parse_number, resolve_columns, to_yuan
-from govbank.read import RawChunk
+from govbank.config.contracts import AmountUnit, FeedContract
+from govbank.domain.datasets import Dataset
+from govbank.domain.errors import BankInputError
+from govbank.ingest.discover import complete_files, parse_file_name, parse_ok, processing_order
+from govbank.ingest.normalise import normalise_chunk, parse_number, resolve_columns, to_yuan
+from govbank.ingest.read import RawChunk
 from govbank.transport import RemoteFile
 
 

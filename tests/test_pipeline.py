@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from govbank.pipeline import process_bank
-from govbank.runtime import build_context
-from govbank.schema import etl_file, etl_reject, fact_elicense_biz
-from govbank.settings import Settings
+from govbank.config.settings import Settings
+from govbank.ingest.run import process_bank
+from govbank.orchestration.runtime import build_context
+from govbank.warehouse.schema import etl_file, etl_reject, fact_elicense_biz
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
 
 OUTLET = (
@@ -175,7 +175,7 @@ def test_too_many_invalid_rows_rejects_the_file(env) -> None:  # type: ignore[no
 
 
 def test_contracts_shipped_are_valid() -> None:
-    from govbank.contracts import load_contracts
+    from govbank.config.contracts import load_contracts
 
     contracts = load_contracts(ROOT / "include" / "contracts")
     assert {"WZB", "OHRCB", "CCBOH", "ABCOH", "ICBCOH"} <= set(contracts)
@@ -237,9 +237,9 @@ def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch)
     The exact reader cuts chunks of exactly ``chunk_rows`` (Arrow's reader hands out
     blocks of a MiB, so a small file is one chunk there).
     """
-    import govbank.pipeline
+    import govbank.ingest.run
 
-    monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
+    monkeypatch.setattr(govbank.ingest.run, "read_delimited_fast", govbank.ingest.run.read_delimited)
     seen = [
         _load_once(root / f"c{chunk_rows}", url, validator, _chunked_elic().encode("gb18030"), chunk_rows, gx_rows)
         for chunk_rows, gx_rows in ((7, 30), (1000, 1000))
@@ -271,24 +271,24 @@ def _early_file(rows: list[tuple[str, str]], bad: set[int] = frozenset()) -> byt
 
 def _record_early(monkeypatch) -> list:  # type: ignore[no-untyped-def]
     """The EarlyInsert objects the pipeline makes from now on (PostgreSQL loads only)."""
-    import govbank.pipeline
+    import govbank.ingest.run
 
     used: list = []
 
-    class Recorded(govbank.pipeline.EarlyInsert):
+    class Recorded(govbank.ingest.run.EarlyInsert):
         def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
             super().__init__(*args, **kwargs)
             used.append(self)
 
-    monkeypatch.setattr(govbank.pipeline, "EarlyInsert", Recorded)
+    monkeypatch.setattr(govbank.ingest.run, "EarlyInsert", Recorded)
     return used
 
 
 def _early_context(root: Path, url: str, validator, monkeypatch) -> tuple:  # type: ignore[no-untyped-def]
     """Exact reader, chunks of 5 in GX batches of 10; the EarlyInsert objects used."""
-    import govbank.pipeline
+    import govbank.ingest.run
 
-    monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
+    monkeypatch.setattr(govbank.ingest.run, "read_delimited_fast", govbank.ingest.run.read_delimited)
     used = _record_early(monkeypatch)
     settings = Settings.from_env({
         "GOVBANK_LOCAL_DIR": str(root), "GOVBANK_WAREHOUSE_URL": url,
@@ -399,7 +399,7 @@ def test_repeats_with_refused_rows_on_sqlite(tmp_path: Path, warehouse_url: str,
 
 
 def test_prefetch_hands_over_items_errors_and_stops() -> None:
-    from govbank.pipeline import _Prefetch
+    from govbank.ingest.run import _Prefetch
 
     assert list(_Prefetch(iter(range(5)), lambda i: i * 10)) == [0, 10, 20, 30, 40]
 
@@ -437,28 +437,28 @@ def check_late_fallback_changes_nothing(root: Path, url: str, validator, monkeyp
     up; the exact reader's second pass must give what it gives alone."""
     import logging
 
-    import govbank.pipeline
+    import govbank.ingest.run
 
     n = 30_000  # ≈ 3.9 MB: Arrow hands out two 1 MiB blocks before it meets the quote
     rows = _elic_rows(n).splitlines(keepends=True)
     rows[n - 10] = rows[n - 10].replace(f"|温州某某鞋业有限公司{n - 10}|", '|"温州某某\n鞋业有限公司"|')
     data = (ELIC_HEAD + "".join(rows)).encode("gb18030")
     staged = []
-    real_staged_columns = govbank.pipeline._staged_columns
+    real_staged_columns = govbank.ingest.run._staged_columns
 
     def counting(*args):  # type: ignore[no-untyped-def]
         out = real_staged_columns(*args)
         staged.append(len(out))
         return out
 
-    monkeypatch.setattr(govbank.pipeline, "_staged_columns", counting)
+    monkeypatch.setattr(govbank.ingest.run, "_staged_columns", counting)
     seen = []
     for exact_only in (False, True):
         staged.clear()
         if exact_only:
-            monkeypatch.setattr(govbank.pipeline, "read_delimited_fast", govbank.pipeline.read_delimited)
+            monkeypatch.setattr(govbank.ingest.run, "read_delimited_fast", govbank.ingest.run.read_delimited)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="govbank.pipeline"):
+        with caplog.at_level(logging.INFO, logger="govbank.ingest.run"):
             seen.append(_load_once(root / f"exact{exact_only}", url, validator, data, 1000, 3000))
         fell_back = "read again by the exact reader" in caplog.text
         assert fell_back is not exact_only

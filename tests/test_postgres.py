@@ -31,13 +31,14 @@ from sqlalchemy import DateTime, Engine, Numeric, func, inspect, make_url, selec
 from sqlalchemy.exc import IntegrityError
 
 from govbank import demo
-from govbank.contracts import load_contracts
-from govbank.datasets import Dataset
-from govbank.db import DASHBOARD_ROLE, WRITER_ROLE, downgrade, make_engine, upgrade
-from govbank.load import merge_elicense_biz, merge_outlets, stage, sync_banks
-from govbank.pipeline import process_bank
-from govbank.runtime import build_context, build_marts
-from govbank.schema import (
+from govbank.config.contracts import load_contracts
+from govbank.config.settings import DEFAULT_CONTRACTS_DIR, Settings
+from govbank.domain.datasets import Dataset
+from govbank.ingest.load import merge_elicense_biz, merge_outlets, stage, sync_banks
+from govbank.ingest.run import process_bank
+from govbank.orchestration.runtime import build_context, build_marts
+from govbank.warehouse.db import DASHBOARD_ROLE, WRITER_ROLE, downgrade, make_engine, upgrade
+from govbank.warehouse.schema import (
     DASHBOARD_TABLES,
     PG_SCHEMA,
     dim_outlet,
@@ -48,7 +49,6 @@ from govbank.schema import (
     stg_elicense_biz,
     stg_outlet,
 )
-from govbank.settings import DEFAULT_CONTRACTS_DIR, Settings
 from tests.conftest import PSEUDONYM_KEY, ROOT
 
 pytestmark = pytest.mark.integration
@@ -164,7 +164,7 @@ def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type
     """The suite is configuration: with ELIC's uniqueness expectation taken out, a key
     twice in one batch reaches the early insert. After a refused batch it is set aside
     with the known keys, and the file-wide duplicate check still refuses both lines."""
-    from govbank.validate import Validator
+    from govbank.validate.validator import Validator
     from tests.conftest import drop_file
     from tests.test_pipeline import _early_context, _early_file, _facts, _receipt_errors
 

@@ -17,13 +17,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from govbank.contracts import AmountUnit, FeedContract
-from govbank.datasets import FIELDS, Dataset, field_names
-from govbank.discover import parse_file_name, parse_ok
-from govbank.errors import BankInputError
-from govbank.normalise import normalise_chunk, parse_date, parse_number, to_yuan
-from govbank.read import FastPathAborted, RawChunk, read_delimited, read_delimited_fast, read_xlsx
-from govbank.receipts import ReceiptError, excel_safe, rejects_csv
+from govbank.config.contracts import AmountUnit, FeedContract
+from govbank.domain.datasets import FIELDS, Dataset, field_names
+from govbank.domain.errors import BankInputError
+from govbank.ingest.discover import parse_file_name, parse_ok
+from govbank.ingest.normalise import normalise_chunk, parse_date, parse_number, to_yuan
+from govbank.ingest.read import (
+    FastPathAborted,
+    RawChunk,
+    read_delimited,
+    read_delimited_fast,
+    read_xlsx,
+)
+from govbank.ingest.receipts import ReceiptError, excel_safe, rejects_csv
 from tests.corpus import xlsx
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")

@@ -8,8 +8,8 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from govbank.errors import BankInputError
-from govbank.read import detect_encoding, read_delimited, read_xlsx
+from govbank.domain.errors import BankInputError
+from govbank.ingest.read import detect_encoding, read_delimited, read_xlsx
 
 HEADER = "网点编号|网点名称|地址"
 

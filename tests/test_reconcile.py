@@ -17,9 +17,13 @@ from sqlalchemy import delete, select
 
 from govbank.elicense.client import ElicenseClient, UsageRecord
 from govbank.elicense.generate import usages_from_bank_records
-from govbank.elicense.load import pull_usages, upsert_usages
-from govbank.reconcile import rebuild_reconciliation
-from govbank.schema import fact_elicense_biz, fact_elicense_usage, mart_reconciliation_detail
+from govbank.elicense.pull import pull_usages, upsert_usages
+from govbank.marts.reconcile import rebuild_reconciliation
+from govbank.warehouse.schema import (
+    fact_elicense_biz,
+    fact_elicense_usage,
+    mart_reconciliation_detail,
+)
 from tests.apiserver import (
     RefServer,
     bank_records,

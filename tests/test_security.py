@@ -21,15 +21,15 @@ import pytest
 import yaml
 from sqlalchemy import Engine, inspect, select
 
-from govbank.contracts import load_contracts
-from govbank.datasets import PERSONAL_FIELDS, Dataset
-from govbank.db import upgrade
+from govbank.config.contracts import load_contracts
+from govbank.config.settings import Settings
 from govbank.demo import build_demo, write_drop
-from govbank.errors import ConfigError
-from govbank.pipeline import process_bank
-from govbank.runtime import build_context, build_marts
-from govbank.schema import DASHBOARD_TABLES, etl_reject, fact_elicense_biz, metadata
-from govbank.settings import Settings
+from govbank.domain.datasets import PERSONAL_FIELDS, Dataset
+from govbank.domain.errors import ConfigError
+from govbank.ingest.run import process_bank
+from govbank.orchestration.runtime import build_context, build_marts
+from govbank.warehouse.db import upgrade
+from govbank.warehouse.schema import DASHBOARD_TABLES, etl_reject, fact_elicense_biz, metadata
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
 from tests.corpus import SQL_CELL, elic_row, outlet_row, render, resident_id
 
@@ -294,7 +294,7 @@ def test_sql_is_never_built_from_values() -> None:
 def test_column_pseudonyms_are_the_rfc_2104_hmac(key_len: int) -> None:
     import pyarrow as pa
 
-    from govbank.pseudonym import pseudonymise, pseudonymise_column, pseudonymise_many
+    from govbank.domain.pseudonym import pseudonymise, pseudonymise_column, pseudonymise_many
 
     key = secrets.token_bytes(key_len)
     ids = ["330302199001011234", " 33030219900101123x ", None, "330302199001011234", "王"]

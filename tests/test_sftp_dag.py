@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
+from govbank.config.settings import Settings
 from govbank.demo import build_demo, write_drop
-from govbank.pipeline import process_bank
-from govbank.runtime import build_context, build_marts
-from govbank.schema import metadata
-from govbank.settings import Settings
+from govbank.ingest.run import process_bank
+from govbank.orchestration.runtime import build_context, build_marts
+from govbank.warehouse.schema import metadata
 from tests.conftest import ROOT
 from tests.sshd import SshdServer
 
@@ -64,7 +64,7 @@ def test_dag_over_sftp_equals_local_folder(tmp_path: Path, validator) -> None:  
     local = tmp_path / "local"
     write_drop(drop, local / "landing")
     settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(local)})
-    from govbank.db import upgrade
+    from govbank.warehouse.db import upgrade
 
     upgrade(settings.warehouse_url)
     ctx = build_context(settings, KEY.encode())

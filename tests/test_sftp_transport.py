@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sshd import SshdServer
 
-from govbank.discover import complete_files
-from govbank.errors import ConfigError, TransientError
+from govbank.domain.errors import ConfigError, TransientError
+from govbank.ingest.discover import complete_files
 from govbank.transport.sftp import SftpLanding
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from govbank import datasets, reference
-from govbank.errors import ConfigError
-from govbank.reasons import ROW_REASONS
-from govbank.validate import SUITE_FILES, RowIssue, Validator
+from govbank.domain import datasets, reference
+from govbank.domain.errors import ConfigError
+from govbank.domain.issues import RowIssue
+from govbank.domain.reasons import ROW_REASONS
+from govbank.validate.validator import SUITE_FILES, Validator
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTATIONS = ROOT / "expectations"
@@ -148,7 +149,7 @@ def usage_frame(rows: list[dict]) -> pd.DataFrame:
 def test_suite_json_loads_and_every_expectation_has_a_reason(fname: str) -> None:
     import great_expectations as gx
 
-    import govbank.gx_expectations  # noqa: F401  (registers the custom expectation types)
+    import govbank.validate.expectations  # noqa: F401  (registers the custom expectation types)
 
     data = _suite(fname)
     suite = gx.ExpectationSuite(**data)
@@ -200,7 +201,7 @@ def test_suite_constants_match_the_package() -> None:
 
 
 def test_importing_validate_does_not_import_gx() -> None:
-    code = "import sys, govbank.validate; sys.exit('great_expectations' in sys.modules)"
+    code = "import sys, govbank.validate.validator; sys.exit('great_expectations' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": "include"})
     assert done.returncode == 0
 
@@ -236,7 +237,7 @@ def pandas_batch(validator: Validator):
 
 
 def test_uscc_expectation(pandas_batch) -> None:
-    from govbank.gx_expectations import ExpectColumnValuesToBeValidUscc
+    from govbank.validate.expectations import ExpectColumnValuesToBeValidUscc
 
     good = [USCC_OK, USCC_OK2, "91330000MA2C1B2A62", None]
     bad = [
@@ -257,7 +258,7 @@ def test_uscc_expectation(pandas_batch) -> None:
 
 
 def test_uscc_exception_list_passes() -> None:
-    from govbank.gx_expectations import _uscc_ok
+    from govbank.validate.expectations import _uscc_ok
 
     pilot = "91330304MA2ABCDE0U"  # legally valid, fails the check character
     assert not _uscc_ok(pilot, frozenset())
@@ -265,7 +266,7 @@ def test_uscc_exception_list_passes() -> None:
 
 
 def test_resident_id_expectation(pandas_batch) -> None:
-    from govbank.gx_expectations import ExpectColumnValuesToBeValidResidentId
+    from govbank.validate.expectations import ExpectColumnValuesToBeValidResidentId
 
     good = [ID_OK, "330304198001010011", None]
     bad = [
@@ -337,7 +338,7 @@ def test_elic_reason_codes(validator: Validator) -> None:
     )
     assert not out.success
     assert _issues(out) == expected
-    assert all(i.message_zh == ROW_REASONS[i.reason_code] for i in out.issues)
+    assert all(i.message == ROW_REASONS[i.reason_code] for i in out.issues)
     assert [i.line for i in out.issues] == sorted(i.line for i in out.issues)
 
 
@@ -646,7 +647,7 @@ def test_suite_pages_are_rendered_once(tmp_path: Path) -> None:
 
 def test_columns_a_row_condition_reads() -> None:
     """The GX frame keeps only these columns: a condition we cannot read keeps them all."""
-    from govbank.validate import ALL_COLUMNS, _condition_columns
+    from govbank.validate.validator import ALL_COLUMNS, _condition_columns
 
     cmp = {"type": "comparison", "column": {"name": "biz_type"}, "operator": "==", "parameter": "x"}
     null = {"type": "nullity", "column": {"name": "status"}, "is_null": True}
@@ -666,7 +667,7 @@ import sys
 import pandas as pd
 sys.path.insert(0, {str(ROOT / "tests")!r})
 from test_validate import elic_frame, elic_row, FILE_DATE
-from govbank.validate import Validator
+from govbank.validate.validator import Validator
 v = Validator({str(EXPECTATIONS)!r}, {str(tmp_path)!r})
 run = v.file_run("ELIC", "deferred")
 out = run.validate(elic_frame([elic_row(2), elic_row(3, status="无效")]), params={{"file_date": FILE_DATE}})
@@ -696,7 +697,7 @@ def test_memoised_configurations_and_filters_change_no_result(validator: Validat
     from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
     from great_expectations.expectations.expectation import Expectation
 
-    from govbank.validate import _MEMO, _memoised_filter, _MemoisedConfiguration
+    from govbank.validate.validator import _MEMO, _memoised_filter, _MemoisedConfiguration
 
     rows = [elic_row(2), elic_row(3, status="无效", drawn_amount=None), elic_row(4, biz_id="D"),
             elic_row(5, biz_id="D", biz_type="一照开户", credit_amount=None, drawn_amount=None),

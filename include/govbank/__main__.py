@@ -16,8 +16,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from govbank.db import make_engine, upgrade
-from govbank.settings import Settings
+from govbank.config.settings import Settings
+from govbank.warehouse.db import make_engine, upgrade
 
 KPI_LABELS = {
     "service_supermarkets": "政务服务超市（个）",
@@ -34,7 +34,7 @@ KPI_LABELS = {
 
 
 def print_kpi(settings: Settings) -> int:
-    from govbank.schema import mart_kpi
+    from govbank.warehouse.schema import mart_kpi
 
     engine = make_engine(settings.warehouse_url)
     with engine.connect() as conn:
@@ -58,7 +58,7 @@ def print_reconciliation(settings: Settings, expected: Path | None) -> int:
     """Totals of mart_reconciliation, and whether they are what the demo generator intended."""
     from sqlalchemy import func
 
-    from govbank.schema import mart_reconciliation as r
+    from govbank.warehouse.schema import mart_reconciliation as r
 
     engine = make_engine(settings.warehouse_url)
     with engine.connect() as conn:
@@ -98,16 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "reconciliation":
         return print_reconciliation(settings, args.expected)
     if args.cmd == "ingest":
-        from govbank.pipeline import process_bank
-        from govbank.pseudonym import key_from_env
-        from govbank.runtime import build_context
+        from govbank.domain.pseudonym import key_from_env
+        from govbank.ingest.run import process_bank
+        from govbank.orchestration.runtime import build_context
 
         ctx = build_context(settings, key_from_env())
         for bank in args.bank or ctx.landing.bank_codes():
             process_bank(ctx, bank)
         return 0
     if args.cmd == "marts":
-        from govbank.runtime import build_marts
+        from govbank.orchestration.runtime import build_marts
 
         print(build_marts(settings, args.as_of))
         return 0

@@ -28,11 +28,11 @@ from fractions import Fraction
 from pathlib import Path
 from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
-from govbank.checks import USCC_CHARSET, resident_id_check_digit, uscc_check_char
-from govbank.contracts import BankContract, load_contracts
-from govbank.datasets import BIZ_STATUSES, BIZ_TYPES, OUTLET_TYPES, Dataset, field_names
-from govbank.reference import Town, towns
-from govbank.settings import DEFAULT_CONTRACTS_DIR
+from govbank.config.contracts import BankContract, load_contracts
+from govbank.config.settings import DEFAULT_CONTRACTS_DIR
+from govbank.domain.datasets import BIZ_STATUSES, BIZ_TYPES, OUTLET_TYPES, Dataset, field_names
+from govbank.domain.identifiers import USCC_CHARSET, resident_id_check_digit, uscc_check_char
+from govbank.domain.reference import Town, towns
 
 DEFAULT_SEED = 20230615
 AS_OF = dt.date(2023, 6, 15)

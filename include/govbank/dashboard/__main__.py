@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from govbank.errors import ConfigError
+from govbank.domain.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

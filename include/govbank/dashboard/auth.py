@@ -20,7 +20,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from govbank.errors import ConfigError
+from govbank.domain.errors import ConfigError
 
 
 class Gate(Protocol):

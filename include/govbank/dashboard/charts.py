@@ -13,7 +13,7 @@ from html import escape
 
 from govbank.dashboard.data import Town
 from govbank.dashboard.fmt import count_zh
-from govbank.datasets import OUTLET_TYPES
+from govbank.domain.datasets import OUTLET_TYPES
 
 PALETTE = ("#1f6fb2", "#d9822b", "#2e9d5b", "#b8415a", "#7a5cc2", "#5a7d8c", "#c2a83e")
 TYPE_COLOURS = dict(zip(OUTLET_TYPES, ("#c0392b", "#1f6fb2", "#2e9d5b", "#8c8c8c"), strict=True))

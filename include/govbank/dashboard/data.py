@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, func, select
 
-from govbank.errors import ConfigError
-from govbank.schema import (
+from govbank.config.settings import Settings
+from govbank.domain.errors import ConfigError
+from govbank.warehouse.schema import (
     dim_bank,
     dim_town,
     mart_bank_freshness,
@@ -28,7 +29,6 @@ from govbank.schema import (
     mart_outlets_by_town,
     mart_reconciliation,
 )
-from govbank.settings import Settings
 
 # the headline tiles: metric, label, unit, kind ("count" or "yi" = yuan shown in 亿元)
 HEADLINE: tuple[tuple[str, str, str, str], ...] = (
@@ -85,7 +85,7 @@ def make_dashboard_engine(url: str) -> Engine:
         if "mode=ro" not in url:
             raise ConfigError("the dashboard opens SQLite read-only: use readonly_sqlite_url()")
         return create_engine(url, connect_args={"timeout": 30})
-    from govbank.db import make_engine
+    from govbank.warehouse.db import make_engine
 
     return make_engine(url)
 

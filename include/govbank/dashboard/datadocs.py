@@ -27,8 +27,8 @@ from govbank.dashboard.app import HERE, TEMPLATES
 from govbank.dashboard.auth import Gate
 from govbank.dashboard.data import DATASET_LABELS, STATUS_LABELS
 from govbank.dashboard.offline import asset_path, offline_html
-from govbank.reasons import ROW_REASONS
-from govbank.schema import etl_file, etl_reject
+from govbank.domain.reasons import ROW_REASONS
+from govbank.warehouse.schema import etl_file, etl_reject
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # the pipeline's clock; SQLite keeps it without zone
 MAX_FILES = 300

@@ -4,7 +4,7 @@
 records since the watermark into ``fact_elicense_usage`` all or nothing; ``server`` is
 the reference implementation of the API (with fault injection) and ``generate`` makes
 usage records that match the demo banks' business. Reconciliation with the banks lives
-in :mod:`govbank.reconcile`. The server and the generator are not imported here: the
+in :mod:`govbank.marts.reconcile`. The server and the generator are not imported here: the
 DAGs only need the client and the load.
 """
 
@@ -20,7 +20,7 @@ from govbank.elicense.client import (
     config_from_connection,
     parse_page,
 )
-from govbank.elicense.load import PullResult, pull_usages, read_watermark
+from govbank.elicense.pull import PullResult, pull_usages, read_watermark
 
 __all__ = [
     "ApiAuthError",

@@ -33,7 +33,7 @@ import requests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, ValidationError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from govbank.errors import ConfigError, GovbankError, TransientError
+from govbank.domain.errors import ConfigError, GovbankError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from govbank.checks import USCC_CHARSET, uscc_check_char
+from govbank.domain.identifiers import USCC_CHARSET, uscc_check_char
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SCENES = ("一照开户", "一照贷款")
@@ -291,8 +291,8 @@ def bank_records_from_warehouse(url: str) -> list[dict[str, Any]]:
     """The banks' current ELIC records from ``fact_elicense_biz``."""
     from sqlalchemy import select
 
-    from govbank.db import make_engine
-    from govbank.schema import fact_elicense_biz as f
+    from govbank.warehouse.db import make_engine
+    from govbank.warehouse.schema import fact_elicense_biz as f
 
     engine = make_engine(url)
     try:

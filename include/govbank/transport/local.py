@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from govbank.errors import TransientError
+from govbank.domain.errors import TransientError
 from govbank.transport import RemoteFile
 
 _BANK_DIR = re.compile(r"^[A-Z0-9]{2,16}$")

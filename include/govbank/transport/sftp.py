@@ -46,7 +46,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from govbank.errors import ConfigError, GovbankError, TransientError
+from govbank.domain.errors import ConfigError, GovbankError, TransientError
 from govbank.transport import RemoteFile
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""Where settings, connection ids and bank contracts come from."""

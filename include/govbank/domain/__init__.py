@@ -1,0 +1,1 @@
+"""What the pipeline knows whatever the stage: datasets, reasons, errors, identifiers."""

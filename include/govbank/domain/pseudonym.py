@@ -1,0 +1,89 @@
+"""Keyed pseudonyms for personal identifiers.
+
+A plain hash of an 18-digit ID can be reversed by enumerating birth dates and
+regions; an HMAC with a secret key cannot. The key comes from an Airflow connection
+(``govbank_pseudonym``) or ``GOVBANK_PSEUDONYM_KEY``, never from code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from typing import TYPE_CHECKING
+
+from govbank.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+KEY_ENV = "GOVBANK_PSEUDONYM_KEY"
+MIN_KEY_BYTES = 16
+
+
+def check_key(key: str | bytes) -> bytes:
+    data = key.encode("utf-8") if isinstance(key, str) else key
+    if len(data) < MIN_KEY_BYTES:
+        raise ConfigError(f"the pseudonym key must be at least {MIN_KEY_BYTES} bytes")
+    return data
+
+
+def key_from_env() -> bytes:
+    value = os.environ.get(KEY_ENV)
+    if not value:
+        raise ConfigError(f"no pseudonym key: set {KEY_ENV} or the govbank_pseudonym connection")
+    return check_key(value)
+
+
+def pseudonymise(key: bytes, identifier: str | None) -> str | None:
+    if identifier is None:
+        return None
+    normalised = identifier.strip().upper().encode("utf-8")
+    return hmac.new(key, normalised, hashlib.sha256).hexdigest()
+
+
+def mask(value: str | None) -> str | None:
+    """What a person may see of a personal value: its first and last character."""
+    if value is None:
+        return None
+    if len(value) <= 2:
+        return "*" * len(value)
+    return value[0] + "*" * (len(value) - 2) + value[-1]
+
+
+def pseudonymise_many(key: bytes, identifiers: list[str | None]) -> list[str | None]:
+    """:func:`pseudonymise` for a column, with the same digests.
+
+    HMAC (RFC 2104) from SHA-256 states keyed once and copied per value: a third of
+    the cost of a one-shot ``hmac.digest``, which sets up the key for every value.
+    """
+    block = hashlib.sha256().block_size
+    padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in padded)).copy
+    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in padded)).copy
+    out: list[str | None] = []
+    append = out.append
+    for v in identifiers:
+        if v is None:
+            append(None)
+            continue
+        inner = inner_copy()
+        inner.update(v.strip().upper().encode("utf-8"))
+        outer = outer_copy()
+        outer.update(inner.digest())
+        append(outer.hexdigest())
+    return out
+
+
+def pseudonymise_column(key: bytes, identifiers: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """:func:`pseudonymise_many` of an Arrow string column, each distinct value once.
+
+    One person is the legal representative of many businesses: their ID recurs.
+    """
+    import pyarrow as pa
+
+    if isinstance(identifiers, pa.ChunkedArray):
+        identifiers = identifiers.combine_chunks()
+    encoded = identifiers.dictionary_encode()
+    digests = pa.array(pseudonymise_many(key, encoded.dictionary.to_pylist()), pa.string())
+    return digests.take(encoded.indices)

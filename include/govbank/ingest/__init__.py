@@ -1,0 +1,1 @@
+"""One bank's files through the stages, from the inbox to the receipt."""

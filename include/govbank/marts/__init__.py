@@ -1,0 +1,1 @@
+"""The tables dashboards read, rebuilt from the facts."""

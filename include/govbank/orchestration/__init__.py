@@ -1,0 +1,1 @@
+"""What the DAGs and the plugin call: Airflow connections, settings, alerts."""

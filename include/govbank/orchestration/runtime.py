@@ -1,0 +1,46 @@
+"""Assemble a pipeline ``Context`` from settings; the DAGs and the CLI both use this."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from govbank.config.contracts import load_contracts
+from govbank.config.settings import Settings
+from govbank.ingest.run import Context
+from govbank.marts.build import rebuild_all
+from govbank.transport import Landing, open_landing
+from govbank.util.clock import today
+from govbank.warehouse.db import make_engine
+
+
+def build_context(
+    settings: Settings, pseudonym_key: bytes, landing: Landing | None = None
+) -> Context:
+    def validator():  # type: ignore[no-untyped-def]
+        from govbank.validate.validator import Validator  # great_expectations: seconds to import
+
+        return Validator(settings.expectations_dir, settings.data_docs_dir)
+
+    return Context(
+        engine=make_engine(settings.warehouse_url),
+        landing=landing or open_landing(settings.landing_dir, settings.sftp_conn_id),
+        contracts=load_contracts(settings.contracts_dir),
+        archive_dir=settings.archive_dir,
+        pseudonym_key=pseudonym_key,
+        validator_factory=validator,
+        chunk_rows=settings.chunk_rows,
+        gx_rows=settings.gx_rows,
+        max_decompressed=settings.max_decompressed_bytes,
+    )
+
+
+def build_marts(settings: Settings, as_of: dt.date | None = None) -> dict[str, object]:
+    """Rebuild every mart in one transaction; ``as_of`` defaults to today in Asia/Shanghai."""
+    as_of = as_of or today()
+    engine = make_engine(settings.warehouse_url)
+    contracts = load_contracts(settings.contracts_dir)
+    try:
+        with engine.begin() as conn:
+            return rebuild_all(conn, contracts, as_of)
+    finally:
+        engine.dispose()

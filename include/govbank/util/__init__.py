@@ -1,0 +1,1 @@
+"""Small helpers with no domain knowledge: the clock, threads that overlap I/O and CPU."""

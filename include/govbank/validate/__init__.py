@@ -1,0 +1,1 @@
+"""Great Expectations: suites, custom expectations, one result per file."""

@@ -1,0 +1,1 @@
+"""The warehouse's tables, engines, roles and migrations."""
