@@ -38,12 +38,14 @@ ELICENSE_USAGE = Asset(ASSET_ELICENSE_USAGE)
     start_date=pendulum.datetime(2023, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
+    # hourly: a run still going after 55 minutes would collide with the next
+    dagrun_timeout=pendulum.duration(minutes=55),
     doc_md=__doc__,
     tags=["govbank", "elicense", "api"],
     default_args={"owner": "govbank-data", "retries": 3, "retry_delay": pendulum.duration(minutes=2)},
 )
 def govbank_elicense():
-    @task(outlets=[ELICENSE_USAGE])
+    @task(outlets=[ELICENSE_USAGE], execution_timeout=pendulum.duration(minutes=40))
     def pull_usages(run_id=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
         import re
 

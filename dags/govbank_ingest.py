@@ -20,7 +20,9 @@ our side (database, network) fails the task and Airflow retries it: a retry is s
 `publish` updates the `bank_files` Asset, which starts **govbank_marts**, even when
 one bank failed; the asset event's extra carries the run's business day,
 `{"as_of": "YYYY-MM-DD"}` (its logical date in Asia/Shanghai; a run without one: the day
-it was started), which the marts are then rebuilt as of. `all_banks_ingested` turns the run red if any bank's task failed.
+it was started), which the marts are then rebuilt as of. `all_banks_ingested` turns the run red, naming the banks,
+if any bank was late (its sensor failed) or its ingest failed; `publish` and the marts run
+all the same.
 
 Configuration: landing folder `GOVBANK_LANDING_DIR` or SFTP connection
 `GOVBANK_SFTP_CONN_ID`; warehouse connection `govbank_warehouse` (or
@@ -45,12 +47,14 @@ BANK_FILES = Asset(ASSET_BANK_FILES)
     start_date=pendulum.datetime(2023, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=2,
+    # the sensors may wait a day for a late bank; past that the run is stuck, not late
+    dagrun_timeout=pendulum.duration(hours=26),
     doc_md=__doc__,
     tags=["govbank", "ingest", "bank-files"],
     default_args={"owner": "govbank-data", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
 )
 def govbank_ingest():
-    @task
+    @task(execution_timeout=pendulum.duration(minutes=10))
     def banks() -> list[str]:
         """Every bank with a contract or a folder on the landing."""
         from govbank.config.contracts import load_contracts
@@ -71,7 +75,9 @@ def govbank_ingest():
             poke_interval=600,
             timeout=24 * 3600,
             retries=0,
+            execution_timeout=pendulum.duration(minutes=10),
             on_failure_callback=alert_late_bank,
+            map_index_template="{{ bank_code }}",
         )
         def wait_for_files(bank_code: str, logical_date=None) -> PokeReturnValue:  # type: ignore[no-untyped-def]
             """Free the worker slot between pokes; fail (and alert) only past the deadline."""
@@ -100,7 +106,11 @@ def govbank_ingest():
                 raise AirflowSensorTimeout(state.message)
             return PokeReturnValue(is_done=state.ready)
 
-        @task(trigger_rule="all_done", map_index_template="{{ bank_code }}")
+        @task(
+            trigger_rule="all_done",
+            map_index_template="{{ bank_code }}",
+            execution_timeout=pendulum.duration(hours=2),
+        )
         def ingest_bank(bank_code: str) -> dict:
             """Runs after the wait even when the bank is late: whatever did arrive is answered."""
             from airflow.sdk import get_current_context
@@ -131,7 +141,7 @@ def govbank_ingest():
 
         wait_for_files(bank_code) >> ingest_bank(bank_code)
 
-    @task(trigger_rule="all_done", outlets=[BANK_FILES])
+    @task(trigger_rule="all_done", outlets=[BANK_FILES], execution_timeout=pendulum.duration(minutes=5))
     def publish(logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
         """Tell the marts DAG the warehouse changed, even if one bank's task failed.
 
@@ -145,12 +155,22 @@ def govbank_ingest():
         print(f"{BANK_FILES.uri}: {extra}")
         return extra
 
-    @task
-    def all_banks_ingested() -> None:
-        """Runs only when every bank's tasks succeeded, so a failed or late bank turns the run red."""
+    @task(trigger_rule="all_done", execution_timeout=pendulum.duration(minutes=5))
+    def all_banks_ingested(bank_codes: list[str], dag_run=None, ti=None) -> None:  # type: ignore[no-untyped-def]
+        """Fails, naming the banks, when any bank was late or its ingest failed: the run turns red."""
+        from airflow.sdk.exceptions import AirflowFailException
 
-    per_bank = bank.expand(bank_code=banks())
-    per_bank >> [publish(), all_banks_ingested()]
+        from govbank.orchestration.run_state import banks_needing_attention
+
+        states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id], task_group_id="bank")
+        attention = banks_needing_attention(bank_codes, states.get(dag_run.run_id, {}))
+        print(attention.message())
+        if attention:
+            raise AirflowFailException(attention.message())
+
+    codes = banks()
+    per_bank = bank.expand(bank_code=codes)
+    per_bank >> [publish(), all_banks_ingested(codes)]
 
 
 govbank_ingest()

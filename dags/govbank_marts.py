@@ -36,12 +36,13 @@ MARTS = Asset(ASSET_MARTS)
     start_date=pendulum.datetime(2023, 1, 1, tz="Asia/Shanghai"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=pendulum.duration(hours=2),
     doc_md=__doc__,
     tags=["govbank", "marts"],
     default_args={"owner": "govbank-data", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
 )
 def govbank_marts():
-    @task(outlets=[MARTS])
+    @task(outlets=[MARTS], execution_timeout=pendulum.duration(hours=1))
     def build_marts(  # type: ignore[no-untyped-def]
         logical_date=None, triggering_asset_events=None, outlet_events=None
     ) -> dict:

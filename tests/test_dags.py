@@ -1,4 +1,4 @@
-"""DAG policy: every DAG imports cleanly and carries docs, tags, an owner and retries."""
+"""DAG policy: every DAG imports cleanly and carries docs, tags, an owner, retries and timeouts."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def test_every_dag_follows_the_policy(dagbag) -> None:  # type: ignore[no-untype
             problems.append(f"{dag_id}: no 'govbank' tag")
         if dag.catchup:
             problems.append(f"{dag_id}: catchup must be False")
+        if not dag.dagrun_timeout:
+            problems.append(f"{dag_id}: no dagrun_timeout")
         for task in dag.tasks:
             if task.owner in (None, "", "airflow"):
                 problems.append(f"{dag_id}.{task.task_id}: no owner")
@@ -43,6 +45,11 @@ def test_every_dag_follows_the_policy(dagbag) -> None:  # type: ignore[no-untype
                 problems.append(f"{dag_id}.{task.task_id}: a sensor needs a timeout")
             if not is_sensor and (task.retries or 0) < 1:
                 problems.append(f"{dag_id}.{task.task_id}: no retries")
+            if not task.execution_timeout:
+                problems.append(f"{dag_id}.{task.task_id}: no execution_timeout")
+            mapped = type(task.task_group).__name__ == "MappedTaskGroup" or type(task).__name__ == "MappedOperator"
+            if mapped and not getattr(task, "map_index_template", None):
+                problems.append(f"{dag_id}.{task.task_id}: mapped without a map_index_template")
     assert not problems, "\n".join(problems)
 
 

@@ -1,0 +1,62 @@
+"""A late bank turns the ingest run red through Airflow, while publish still lets the marts rebuild."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def _airflow(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", f"source scripts/env.sh && {script}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=500,
+    )
+
+
+def _json(out: str) -> list[dict]:
+    """The CLI's JSON, after whatever warnings Airflow printed first."""
+    return json.loads(next(line for line in out.splitlines() if line.startswith("[")))
+
+
+def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) -> None:
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    shutil.copy(ROOT / "include" / "contracts" / "ICBCOH.yaml", contracts)  # expects files weekly
+    (tmp_path / "landing" / "ICBCOH" / "inbox").mkdir(parents=True)  # ... and sent none
+    env = {
+        **os.environ,
+        "GOVBANK_LOCAL_DIR": str(tmp_path),
+        "GOVBANK_CONTRACTS_DIR": str(contracts),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "GOVBANK_PSEUDONYM_KEY": "run-colour-test-key-0123456789",
+    }
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
+    setup = _airflow("python -m govbank migrate >/dev/null && airflow db migrate >/dev/null", env)
+    assert setup.returncode == 0, setup.stderr[-3000:]
+    _airflow("airflow dags test govbank_ingest 2023-06-15 > $AIRFLOW_HOME/ingest.log 2>&1", env)
+    runs = _airflow("airflow dags list-runs govbank_ingest -o json", env)
+    (run,) = _json(runs.stdout)
+    assert run["state"] == "failed"
+    states = _airflow(f"airflow tasks states-for-dag-run govbank_ingest '{run['run_id']}' -o json", env)
+    assert states.returncode == 0, states.stderr[-3000:]
+    by_task = {(t["task_id"], str(t.get("map_index") or "")): t["state"] for t in _json(states.stdout)}
+    assert by_task.get(("bank.wait_for_files", "0")) == "failed", by_task  # the late bank's sensor
+    assert by_task[("bank.ingest_bank", "0")] == "success"  # whatever came is still answered
+    assert by_task.get(("all_banks_ingested", "")) == "failed", by_task
+    assert by_task[("publish", "")] == "success"
+    log = (tmp_path / "airflow" / "ingest.log").read_text(encoding="utf-8", errors="replace")
+    assert "late (no complete files by the deadline): ICBCOH" in log
+
+    marts = _airflow("airflow dags test govbank_marts 2023-06-15 > $AIRFLOW_HOME/marts.log 2>&1", env)
+    assert marts.returncode == 0, (tmp_path / "airflow" / "marts.log").read_text()[-3000:]
+    runs = _airflow("airflow dags list-runs govbank_marts -o json", env)
+    assert _json(runs.stdout)[0]["state"] == "success"
