@@ -28,6 +28,7 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 
 from govbank.config.settings import ASSET_ELICENSE_USAGE
+from govbank.orchestration.notify import failure_notifier
 
 ELICENSE_USAGE = Asset(ASSET_ELICENSE_USAGE)
 
@@ -42,7 +43,11 @@ ELICENSE_USAGE = Asset(ASSET_ELICENSE_USAGE)
     dagrun_timeout=pendulum.duration(minutes=55),
     doc_md=__doc__,
     tags=["govbank", "elicense", "api"],
-    default_args={"owner": "govbank-data", "retries": 3, "retry_delay": pendulum.duration(minutes=2)},
+    default_args={
+        "owner": "govbank-data",
+        "retries": 3, "retry_delay": pendulum.duration(minutes=2),
+        "on_failure_callback": failure_notifier,
+    },
 )
 def govbank_elicense():
     @task(outlets=[ELICENSE_USAGE], execution_timeout=pendulum.duration(minutes=40))

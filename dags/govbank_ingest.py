@@ -37,6 +37,7 @@ from airflow.sdk import Asset, PokeReturnValue, dag, task, task_group
 
 from govbank.config.settings import ASSET_BANK_FILES
 from govbank.orchestration.airflow_support import alert_late_bank
+from govbank.orchestration.notify import failure_notifier
 
 BANK_FILES = Asset(ASSET_BANK_FILES)
 
@@ -51,7 +52,11 @@ BANK_FILES = Asset(ASSET_BANK_FILES)
     dagrun_timeout=pendulum.duration(hours=26),
     doc_md=__doc__,
     tags=["govbank", "ingest", "bank-files"],
-    default_args={"owner": "govbank-data", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    default_args={
+        "owner": "govbank-data",
+        "retries": 2, "retry_delay": pendulum.duration(minutes=1),
+        "on_failure_callback": failure_notifier,
+    },
 )
 def govbank_ingest():
     @task(execution_timeout=pendulum.duration(minutes=10))

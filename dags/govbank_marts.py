@@ -26,6 +26,7 @@ import pendulum
 from airflow.sdk import Asset, dag, task
 
 from govbank.config.settings import ASSET_BANK_FILES, ASSET_ELICENSE_USAGE, ASSET_MARTS
+from govbank.orchestration.notify import failure_notifier
 
 MARTS = Asset(ASSET_MARTS)
 
@@ -39,7 +40,11 @@ MARTS = Asset(ASSET_MARTS)
     dagrun_timeout=pendulum.duration(hours=2),
     doc_md=__doc__,
     tags=["govbank", "marts"],
-    default_args={"owner": "govbank-data", "retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    default_args={
+        "owner": "govbank-data",
+        "retries": 2, "retry_delay": pendulum.duration(minutes=1),
+        "on_failure_callback": failure_notifier,
+    },
 )
 def govbank_marts():
     @task(outlets=[MARTS], execution_timeout=pendulum.duration(hours=1))
