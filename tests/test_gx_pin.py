@@ -12,11 +12,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import tomllib
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 from govbank.validate import gx_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _resolve(name: str) -> object:
@@ -35,6 +39,8 @@ def test_installed_gx_is_the_pinned_one() -> None:
 
     assert great_expectations.__version__ == gx_runtime.PINNED_GX_VERSION
     assert metadata.version("great_expectations") == gx_runtime.PINNED_GX_VERSION
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert f"great-expectations=={gx_runtime.PINNED_GX_VERSION}" in declared["project"]["dependencies"]
 
 
 @pytest.mark.parametrize("name", gx_runtime.PATCHED_INTERNALS + gx_runtime.MIRRORED_INTERNALS)
