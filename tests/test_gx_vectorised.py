@@ -225,11 +225,9 @@ def test_large_column() -> None:
 
 @pytest.fixture(scope="module")
 def validator():  # type: ignore[no-untyped-def]
-    from govbank.validate.validator import Validator
+    from govbank.validate import Validator
 
     return Validator(ROOT / "expectations")
-
-
 
 
 _TEXT = ("biz_id", "outlet_code", "biz_type", "uscc", "enterprise_name", "legal_rep_id")

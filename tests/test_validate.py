@@ -20,7 +20,7 @@ from govbank.domain import datasets, reference
 from govbank.domain.errors import ConfigError
 from govbank.domain.issues import RowIssue
 from govbank.domain.reasons import ROW_REASONS
-from govbank.validate.validator import SUITE_FILES, Validator
+from govbank.validate import SUITE_FILES, Validator, gx_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTATIONS = ROOT / "expectations"
@@ -201,7 +201,10 @@ def test_suite_constants_match_the_package() -> None:
 
 
 def test_importing_validate_does_not_import_gx() -> None:
-    code = "import sys, govbank.validate.validator; sys.exit('great_expectations' in sys.modules)"
+    code = (
+        "import sys, govbank.validate, govbank.validate.validator, govbank.validate.gx_runtime; "
+        "sys.exit('great_expectations' in sys.modules or 'pandas' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": "include"})
     assert done.returncode == 0
 
@@ -232,6 +235,33 @@ def pandas_batch(validator: Validator):
         )
         assert not res.exception_info.get("raised_exception"), res.exception_info
         return res.success, [d["v"] for d in res.result.get("unexpected_index_list") or []]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def plain_gx(validator: Validator):
+    """GX's own validation of a whole ELIC frame against elic.json, in a throwaway context:
+    the reference our merged and patched results are compared with."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (
+        context.data_sources.add_pandas("ref")
+        .add_dataframe_asset("ref")
+        .add_batch_definition_whole_dataframe("ref")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(**_suite("elic.json")))
+
+    def run(frame: pd.DataFrame):  # type: ignore[no-untyped-def]
+        frame = frame.assign(biz_date=frame["biz_date"].dt.as_unit("ns"))  # as GX needs it
+        return batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["source_line"]},
+            expectation_parameters={"file_date": f"{FILE_DATE.isoformat()}T00:00:00"},
+        )
 
     return run
 
@@ -549,8 +579,8 @@ def test_file_run_publishes_one_page_for_all_chunks(tmp_path: Path) -> None:
     assert (tmp_path / "expectations" / "elic.html").exists()
 
 
-def test_file_result_sums_the_chunks(tmp_path: Path) -> None:
-    """Counts and percents of the merged result equal one validation of the whole file."""
+def test_file_result_sums_the_chunks(tmp_path: Path, plain_gx) -> None:  # type: ignore[no-untyped-def]
+    """Counts and percents of the merged result equal GX's validation of the whole file."""
     validator = Validator(EXPECTATIONS, tmp_path)
     rows = [
         elic_row(
@@ -564,7 +594,7 @@ def test_file_result_sums_the_chunks(tmp_path: Path) -> None:
     rows[30]["biz_id"] = rows[31]["biz_id"] = "DUP"  # within one chunk
     frame = elic_frame(rows)
     params = {"file_date": FILE_DATE}
-    whole, _ = validator._check("ELIC", frame, params)
+    whole = plain_gx(frame)
     run = validator.file_run("ELIC", "sums")
     for start in range(0, 45, 15):
         run.validate(frame.iloc[start : start + 15], params=params)
@@ -647,27 +677,27 @@ def test_suite_pages_are_rendered_once(tmp_path: Path) -> None:
 
 def test_columns_a_row_condition_reads() -> None:
     """The GX frame keeps only these columns: a condition we cannot read keeps them all."""
-    from govbank.validate.validator import ALL_COLUMNS, _condition_columns
+    from govbank.validate.suites import ALL_COLUMNS, condition_columns
 
     cmp = {"type": "comparison", "column": {"name": "biz_type"}, "operator": "==", "parameter": "x"}
     null = {"type": "nullity", "column": {"name": "status"}, "is_null": True}
-    assert _condition_columns(cmp) == {"biz_type"}
-    assert _condition_columns({"type": "and", "conditions": [cmp, {"type": "or", "conditions": [null]}]}) == {
+    assert condition_columns(cmp) == {"biz_type"}
+    assert condition_columns({"type": "and", "conditions": [cmp, {"type": "or", "conditions": [null]}]}) == {
         "biz_type", "status"}
-    assert _condition_columns('biz_type == "x"') == {ALL_COLUMNS}
-    assert _condition_columns({"type": "pass_through", "pass_through_filter": "a > 1"}) == {ALL_COLUMNS}
-    assert _condition_columns({"type": "and", "conditions": [cmp, "status == 1"]}) == {"biz_type", ALL_COLUMNS}
+    assert condition_columns('biz_type == "x"') == {ALL_COLUMNS}
+    assert condition_columns({"type": "pass_through", "pass_through_filter": "a > 1"}) == {ALL_COLUMNS}
+    assert condition_columns({"type": "and", "conditions": [cmp, "status == 1"]}) == {"biz_type", ALL_COLUMNS}
 
 
 def test_modules_gx_imports_for_suites_we_lack_load_only_when_used(tmp_path: Path) -> None:
-    """scipy.stats and altair (≈ 80 MB, ≈ 1 s) stay unloaded through a whole file run,
-    and still work for whoever reads them."""
+    """scipy.stats and altair (imported by GX for expectations we lack) stay unloaded
+    through a whole file run, and still work for whoever reads them."""
     code = f"""
 import sys
 import pandas as pd
 sys.path.insert(0, {str(ROOT / "tests")!r})
 from test_validate import elic_frame, elic_row, FILE_DATE
-from govbank.validate.validator import Validator
+from govbank.validate import Validator
 v = Validator({str(EXPECTATIONS)!r}, {str(tmp_path)!r})
 run = v.file_run("ELIC", "deferred")
 out = run.validate(elic_frame([elic_row(2), elic_row(3, status="无效")]), params={{"file_date": FILE_DATE}})
@@ -691,54 +721,31 @@ assert type(sys.modules["scipy.stats"]) is type(sys) and type(sys.modules["altai
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_memoised_configurations_and_filters_change_no_result(validator: Validator) -> None:
+def test_memoised_configurations_and_filters_change_no_result(validator: Validator, plain_gx) -> None:  # type: ignore[no-untyped-def]
     """GX's expectation configurations are built, and each row condition filtered, once
     per validation: same results as GX's own code, and no memo outside a validation."""
-    from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
-    from great_expectations.expectations.expectation import Expectation
-
-    from govbank.validate.validator import _MEMO, _memoised_filter, _MemoisedConfiguration
-
     rows = [elic_row(2), elic_row(3, status="无效", drawn_amount=None), elic_row(4, biz_id="D"),
             elic_row(5, biz_id="D", biz_type="一照开户", credit_amount=None, drawn_amount=None),
             elic_row(6, uscc=USCC_OK[:17] + "U", biz_date=pd.Timestamp("2023-06-16")),
             elic_row(7, biz_type="一照开户", drawn_amount=None)]
-    params = {"file_date": FILE_DATE}
 
     def results() -> str:
-        result, issues = validator._check("ELIC", elic_frame(rows), params)
-        assert _MEMO.configurations is None and _MEMO.filters is None
+        result = plain_gx(elic_frame(rows))
         return json.dumps([r.to_json_dict() for r in result.results], sort_keys=True, default=str)
 
-    memoised = Expectation.__dict__["configuration"]
-    assert isinstance(memoised, _MemoisedConfiguration)
-    memo_filter = PandasExecutionEngine._apply_row_condition_filter
-    builds: list[int] = []
-    filters: list[int] = []
-
-    def counted(expectation):  # type: ignore[no-untyped-def]
-        builds.append(1)
-        return memoised.original.fget(expectation)
-
-    def counted_filter(*args):  # type: ignore[no-untyped-def]
-        filters.append(1)
-        return memo_filter.original(*args)
-
-    try:
-        Expectation.configuration = _MemoisedConfiguration(property(counted))
-        PandasExecutionEngine._apply_row_condition_filter = _memoised_filter(counted_filter)
-        with_memo, built_with, filtered_with = results(), len(builds), len(filters)
-        Expectation.configuration = property(counted)
-        PandasExecutionEngine._apply_row_condition_filter = counted_filter
+    with gx_runtime.memoised() as memo:
+        with_memo = results()
+    assert gx_runtime.current_memo() is None
+    with gx_runtime.patches_disabled():
         without = results()
-        built_without, filtered_without = len(builds) - built_with, len(filters) - filtered_with
-    finally:
-        Expectation.configuration = memoised
-        PandasExecutionEngine._apply_row_condition_filter = memo_filter
     assert with_memo == without
-    assert 0 < built_with * 5 < built_without, (built_with, built_without)
+    assert 0 < len(memo.configurations) * 5 < memo.configuration_reads, memo
     # four expectations with a row condition, two distinct conditions
-    assert (filtered_with, filtered_without) == (2, 20)
+    assert (len(memo.filters), memo.filter_calls) == (2, 20)
     # 5 failing expectations (enum, loan amount, duplicate, USCC, date) and the
     # row-condition one: a 一照开户 row with a credit amount
     assert with_memo.count('"success": false') == 6
+
+    # the Validator memoises each validation and leaves no memo behind
+    out = validator.validate("ELIC", elic_frame(rows), run_name="memo", params={"file_date": FILE_DATE})
+    assert len(out.issues) == 7 and gx_runtime.current_memo() is None
