@@ -12,6 +12,7 @@ import hmac
 import os
 from typing import TYPE_CHECKING
 
+from govbank.config.connections import PSEUDONYM_CONN_ID
 from govbank.domain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def check_key(key: str | bytes) -> bytes:
 def key_from_env() -> bytes:
     value = os.environ.get(KEY_ENV)
     if not value:
-        raise ConfigError(f"no pseudonym key: set {KEY_ENV} or the govbank_pseudonym connection")
+        raise ConfigError(f"no pseudonym key: set {KEY_ENV} or the {PSEUDONYM_CONN_ID} connection")
     return check_key(value)
 
 
