@@ -12,7 +12,7 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml tools/govbank_dev/pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 

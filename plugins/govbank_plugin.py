@@ -24,8 +24,6 @@ from airflow.plugins_manager import AirflowPlugin
 
 log = logging.getLogger(__name__)
 
-WAREHOUSE_CONN = "govbank_warehouse"
-DASHBOARD_CONN = "govbank_dashboard"
 DATA_DOCS_PREFIX = "/govbank/data-docs"
 DASHBOARD_PREFIX = "/govbank/dashboard"
 
@@ -58,29 +56,28 @@ class AirflowGate:
 
 
 def _connection_url(conn_id: str) -> str | None:
+    """The API server's view of a connection (it is no task: the SDK's lookup is not here)."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
-    from govbank.orchestration.airflow_support import sqlalchemy_url
+    from govbank.warehouse.db import connection_url
 
     try:
         conn = Connection.get_connection_from_secrets(conn_id)
     except AirflowNotFoundException:
         return None
-    return sqlalchemy_url(conn)
+    return connection_url(conn)
 
 
 def _warehouse_engine():  # type: ignore[no-untyped-def]
     """The warehouse for the file list: read-only on SQLite, the warehouse login otherwise."""
-    import os
     from pathlib import Path
 
     from govbank.config.settings import Settings
     from govbank.dashboard.data import make_dashboard_engine, readonly_sqlite_url
     from govbank.warehouse.db import make_engine
 
-    url = os.environ.get("GOVBANK_WAREHOUSE_URL") or _connection_url(WAREHOUSE_CONN)
-    url = url or Settings.from_env().warehouse_url
+    url = Settings.from_env(connection_url=_connection_url).warehouse_url
     if url.startswith("sqlite:///"):
         return make_dashboard_engine(readonly_sqlite_url(Path(url.removeprefix("sqlite:///"))))
     return make_engine(url)
@@ -89,12 +86,9 @@ def _warehouse_engine():  # type: ignore[no-untyped-def]
 def _dashboard_engine():  # type: ignore[no-untyped-def]
     """The dashboard role: GOVBANK_DASHBOARD_URL, the govbank_dashboard connection, or
     the embedded SQLite warehouse read-only."""
-    import os
-
     from govbank.dashboard.data import dashboard_url, make_dashboard_engine
 
-    url = os.environ.get("GOVBANK_DASHBOARD_URL") or _connection_url(DASHBOARD_CONN) or dashboard_url()
-    return make_dashboard_engine(url)
+    return make_dashboard_engine(dashboard_url(connection_url=_connection_url))
 
 
 def _data_docs_dir():  # type: ignore[no-untyped-def]

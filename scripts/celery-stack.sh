@@ -186,7 +186,7 @@ start() {
   logged warehouse-migrate python -m govbank migrate
   # what the processes and tasks import, compiled once now rather than by each of them
   logged warm-bytecode python -c 'import airflow.providers.celery.executors.celery_executor, airflow.api_fastapi.app, airflow.jobs.scheduler_job_runner, airflow.sdk.execution_time.task_runner, great_expectations, govbank.ingest.run, govbank.orchestration.runtime'
-  logged demo-drop python -m govbank.demo --landing "$GOVBANK_LOCAL_DIR/landing"
+  logged demo-drop python -m govbank_dev.demo --landing "$GOVBANK_LOCAL_DIR/landing"
   wait "$MIGRATE_PID" || { MIGRATE_PID=; echo "airflow db migrate failed:" >&2; tail -n 30 "$GOVBANK_CELERY_LOGS/db-migrate.log" >&2; false; }
   MIGRATE_PID=
 

@@ -13,7 +13,7 @@ python -m govbank migrate 2>&1 | grep -v "^INFO" || true
 airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
 
 echo "== demo drop into $GOVBANK_LOCAL_DIR/landing"
-python -m govbank.demo --landing "$GOVBANK_LOCAL_DIR/landing"
+python -m govbank_dev.demo --landing "$GOVBANK_LOCAL_DIR/landing"
 
 echo "== airflow dags test govbank_ingest $AS_OF"
 airflow dags test govbank_ingest "$AS_OF" > "$AIRFLOW_HOME/dags-test-ingest.log" 2>&1 \
@@ -25,7 +25,7 @@ WAREHOUSE_URL=$(python -c 'from govbank.config.settings import Settings; print(S
 API_PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 GOVBANK_ELICENSE_CLIENT_SECRET=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')
 export GOVBANK_ELICENSE_CLIENT_SECRET
-setsid python -m govbank.elicense.server --port "$API_PORT" --demo-seed 20230615 \
+setsid python -m govbank_dev.elicense_server --port "$API_PORT" --demo-seed 20230615 \
   --warehouse "$WAREHOUSE_URL" --now "$AS_OF" \
   --expected-out "$GOVBANK_LOCAL_DIR/elicense_expected.json" > "$AIRFLOW_HOME/elicense-api.log" 2>&1 &
 API_PID=$!

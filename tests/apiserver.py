@@ -27,7 +27,6 @@ from sqlalchemy import Engine, insert, select
 
 from govbank.domain.identifiers import USCC_CHARSET, uscc_check_char
 from govbank.elicense.client import ClientConfig
-from govbank.elicense.server import ServerState, UsageStore, build_asgi
 from govbank.warehouse.db import make_engine, upgrade
 from govbank.warehouse.schema import (
     PG_SCHEMA,
@@ -35,6 +34,7 @@ from govbank.warehouse.schema import (
     fact_elicense_usage,
     mart_reconciliation,
 )
+from govbank_dev.elicense_server import ServerState, UsageStore, build_asgi
 
 
 class RefServer:
@@ -93,7 +93,7 @@ class RefServer:
         return resp.json()
 
     def inject(self, kind: str, **options: Any) -> None:
-        """Queue a fault (see govbank.elicense.server for the kinds and options)."""
+        """Queue a fault (see govbank_dev.elicense_server for the kinds and options)."""
         self._control("POST", "faults", {"kind": kind, **options})
 
     def expire_tokens(self) -> None:

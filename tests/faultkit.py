@@ -29,12 +29,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from govbank.config.settings import Settings
-from govbank.demo import DemoDrop
 from govbank.ingest.run import Context
 from govbank.orchestration.runtime import build_context
 from govbank.transport import Landing
 from govbank.warehouse.db import make_engine, upgrade
 from govbank.warehouse.schema import PG_SCHEMA, etl_file, metadata, stg_elicense_biz, stg_outlet
+from govbank_dev.demo import DemoDrop
 
 PG_ENV = "GOVBANK_TEST_POSTGRES_URL"
 APP_NAME = "govbank_fault_test"  # how the loader's backend is found in pg_stat_activity

@@ -37,8 +37,8 @@ from sqlalchemy import select
 from govbank.dashboard import PasswordGate, fmt
 from govbank.dashboard.data import HEADLINE, SECONDARY, make_dashboard_engine, readonly_sqlite_url
 from govbank.dashboard.offline import CDN_FILES, asset_path, offline_html
-from govbank.demo import EXPECTED_KPI, build_demo, write_drop
 from govbank.warehouse.schema import etl_reject, mart_kpi
+from govbank_dev.demo import EXPECTED_KPI, build_demo, write_drop
 from tests.conftest import ROOT
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"

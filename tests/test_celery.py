@@ -27,9 +27,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from govbank.demo import AS_OF, EXPECTED_KPI, build_demo
 from govbank.warehouse.db import make_engine
 from govbank.warehouse.schema import etl_file, mart_kpi
+from govbank_dev.demo import AS_OF, EXPECTED_KPI, build_demo
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -53,7 +53,7 @@ AIRFLOW_SERVICES = {
     "airflow-worker",
 }
 EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "sftp", "elicense-api"}
-PROJECT_MOUNTS = ("dags", "plugins", "include", "expectations")
+PROJECT_MOUNTS = ("dags", "plugins", "include/contracts", "expectations")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|JWT|PRIVATE_KEY|PSEUDONYM|TOKEN")
 SECRET_FIELD = re.compile(r"password|secret|private_key|token|passphrase", re.IGNORECASE)
 
@@ -576,7 +576,9 @@ def test_image_installs_from_the_lock_file() -> None:
     for path in (DOCKERFILE, COMPOSE_FILE):
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in path.read_text(encoding="utf-8"), path.name
     env = " ".join(rest for word, rest in instructions if word == "ENV")
-    assert "PYTHONPATH=/opt/airflow/include" in env
+    assert "PYTHONPATH" not in env, "govbank is installed as its wheel, not found on a path"
+    assert re.search(r"\bbuild --wheel\b.*/opt/airflow/src\b", runs), "build the wheel"
+    assert re.search(r"pip install\b.*--no-deps\b.*govbank-\*\.whl", runs), "install it"
     assert "AIRFLOW__CORE__LOAD_EXAMPLES=False" in env
 
 
@@ -593,7 +595,8 @@ def test_dockerignore_sends_what_the_image_copies_and_no_secret() -> None:
             continue
         sources = [s for s in rest.split() if not s.startswith("--")][:-1]
         for source in sources:
-            assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"
+            covered = any(source == a or source.startswith(a + "/") for a in allowed)
+            assert covered, f"COPY {source} is excluded by .dockerignore"
             assert (ROOT / source).exists(), f"COPY {source}: missing in the repository"
     assert not allowed & {".env", ".venv", ".git", ".local", "tests"}
 
@@ -626,11 +629,17 @@ def test_airflow_init_migrates_both_databases(services: dict[str, Any]) -> None:
 def test_elicense_api_runs_the_reference_server(services: dict[str, Any]) -> None:
     api = services["elicense-api"]
     command = " ".join(api["command"]) if isinstance(api["command"], list) else api["command"]
-    assert "python -m govbank.elicense.server" in command
+    assert "python -m govbank_dev.elicense_server" in command
     assert "--demo-seed 20230615" in command
     assert "--host 0.0.0.0" in command, "the server must listen beyond the container's loopback"
     assert '--client-id "$$GOVBANK_ELICENSE_CLIENT_ID"' in command
-    assert api["image"] == services["airflow-worker"]["image"], "built from the same image"
+    # the runtime image plus the dev package: the same Dockerfile, its elicense-api target
+    assert api["build"]["dockerfile"] == services["airflow-worker"]["build"]["dockerfile"]
+    assert api["build"]["target"] == "elicense-api"
+    assert services["airflow-worker"]["build"]["target"] == "govbank"
+    assert api["image"] != services["airflow-worker"]["image"], "dev tools stay out of Airflow's"
+    stages = [rest.split()[-1] for word, rest in dockerfile_instructions() if word == "FROM"]
+    assert {"govbank", "elicense-api"} <= set(stages)
     assert "GOVBANK_WAREHOUSE_URL" in environment(api), "its demo records come from the warehouse"
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from govbank.demo import EXPECTED_KPI, build_demo
 from govbank.warehouse.schema import dim_outlet, etl_file, etl_reject, mart_kpi, metadata
+from govbank_dev.demo import EXPECTED_KPI, build_demo
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -23,8 +23,8 @@ from govbank.elicense.client import (
     ElicenseClient,
     config_from_connection,
 )
-from govbank.elicense.generate import usages_from_bank_records
 from govbank.elicense.pull import pull_usages, read_watermark
+from govbank_dev.elicense_data import usages_from_bank_records
 from tests.apiserver import RefServer, bank_records, fresh_warehouse, usage_rows
 
 NOW = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)

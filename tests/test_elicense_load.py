@@ -24,7 +24,6 @@ from govbank.elicense.client import (
     MalformedPageError,
     UsageRecord,
 )
-from govbank.elicense.generate import usages_from_bank_records
 from govbank.elicense.pull import (
     DEFAULT_OVERLAP,
     pull_usages,
@@ -33,6 +32,7 @@ from govbank.elicense.pull import (
     write_watermark,
 )
 from govbank.warehouse.schema import etl_watermark
+from govbank_dev.elicense_data import usages_from_bank_records
 from tests.apiserver import RefServer, bank_records, fresh_warehouse, usage_rows
 
 NOW = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)

@@ -40,11 +40,11 @@ import pytest
 from sqlalchemy import func, select
 
 import govbank.ingest.run as pipeline
-from govbank.demo import DemoDrop, build_demo
 from govbank.domain.errors import TransientError
 from govbank.ingest.run import FileOutcome, process_bank
 from govbank.transport import Landing
 from govbank.warehouse.schema import dim_outlet, etl_file, fact_elicense_biz
+from govbank_dev.demo import DemoDrop, build_demo
 from tests.conftest import PSEUDONYM_KEY
 from tests.faultkit import (
     APP_NAME,

@@ -30,7 +30,6 @@ import pytest
 from sqlalchemy import DateTime, Engine, Numeric, func, inspect, make_url, select, text
 from sqlalchemy.exc import IntegrityError
 
-from govbank import demo
 from govbank.config.contracts import load_contracts
 from govbank.config.settings import DEFAULT_CONTRACTS_DIR, Settings
 from govbank.domain.datasets import Dataset
@@ -49,6 +48,7 @@ from govbank.warehouse.schema import (
     stg_elicense_biz,
     stg_outlet,
 )
+from govbank_dev import demo
 from tests.conftest import PSEUDONYM_KEY, ROOT
 
 pytestmark = pytest.mark.integration

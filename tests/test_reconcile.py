@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from govbank.elicense.client import ElicenseClient, UsageRecord
-from govbank.elicense.generate import usages_from_bank_records
 from govbank.elicense.pull import pull_usages, upsert_usages
 from govbank.marts.reconcile import rebuild_reconciliation
 from govbank.warehouse.schema import (
@@ -24,6 +23,7 @@ from govbank.warehouse.schema import (
     fact_elicense_usage,
     mart_reconciliation_detail,
 )
+from govbank_dev.elicense_data import usages_from_bank_records
 from tests.apiserver import (
     RefServer,
     bank_records,

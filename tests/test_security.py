@@ -23,13 +23,13 @@ from sqlalchemy import Engine, inspect, select
 
 from govbank.config.contracts import load_contracts
 from govbank.config.settings import Settings
-from govbank.demo import build_demo, write_drop
 from govbank.domain.datasets import PERSONAL_FIELDS, Dataset
 from govbank.domain.errors import ConfigError
 from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
 from govbank.warehouse.db import upgrade
 from govbank.warehouse.schema import DASHBOARD_TABLES, etl_reject, fact_elicense_biz, metadata
+from govbank_dev.demo import build_demo, write_drop
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
 from tests.corpus import SQL_CELL, elic_row, outlet_row, render, resident_id
 

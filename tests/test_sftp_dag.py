@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from govbank.config.settings import Settings
-from govbank.demo import build_demo, write_drop
 from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
 from govbank.warehouse.schema import metadata
+from govbank_dev.demo import build_demo, write_drop
 from tests.conftest import ROOT
 from tests.sshd import SshdServer
 

@@ -17,20 +17,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from govbank.config.settings import Settings
+from govbank.domain.metrics import METRICS
 from govbank.warehouse.db import make_engine, upgrade
-
-KPI_LABELS = {
-    "service_supermarkets": "政务服务超市（个）",
-    "service_supermarkets_opened_ytd": "其中今年新开（个）",
-    "self_service_terminals": "瓯e办自助终端（台）",
-    "mobile_service_vans": "政银服务流动车（辆）",
-    "banks_in_cooperation": "合作银行（家）",
-    "elicense_biz_total": "电子营业执照业务（笔）",
-    "elicense_account_openings": "一照开户（笔）",
-    "elicense_loans": "一照贷款（笔）",
-    "credit_amount_yuan": "授信金额（元）",
-    "drawn_amount_yuan": "用信金额（元）",
-}
 
 
 def print_kpi(settings: Settings) -> int:
@@ -45,12 +33,13 @@ def print_kpi(settings: Settings) -> int:
         rows = conn.execute(select(mart_kpi.c.metric, mart_kpi.c.value).where(mart_kpi.c.as_of == as_of))
         values = {metric: value for metric, value in rows}
     print(f"mart_kpi as of {as_of}")
-    for metric, label in KPI_LABELS.items():
-        value = Decimal(values.get(metric, 0))
-        text = f"{value:,.2f}" if metric.endswith("_yuan") else f"{value:,.0f}"
-        if metric.endswith("_yuan"):
+    for m in METRICS:
+        value = Decimal(values.get(m.code, 0))
+        amount = m.unit == "元"
+        text = f"{value:,.2f}" if amount else f"{value:,.0f}"
+        if amount:
             text += f"  （{value / Decimal(100_000_000):.2f} 亿元）"
-        print(f"  {metric:<34}{label:<16}{text:>22}")
+        print(f"  {m.code:<34}{m.titled:<16}{text:>22}")
     return 0
 
 

@@ -1,15 +1,47 @@
-"""Runtime settings, read from the environment when asked for (never at import time)."""
+"""Runtime settings, read from the environment when asked for (never at import time).
+
+Where the defaults come from depends on how govbank runs:
+
+- from a checkout (``include/govbank`` beside ``pyproject.toml``): the repository's
+  ``include/contracts``, ``expectations/`` and ``.local/``;
+- installed from the wheel: the expectation suites the wheel ships
+  (``govbank/expectations``), ``./.local`` in the working directory, and contracts in
+  ``GOVBANK_CONTRACTS_DIR`` (default ``$GOVBANK_LOCAL_DIR/contracts``): the banks'
+  contracts are the district's configuration, not the package's.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_CONTRACTS_DIR = PROJECT_ROOT / "include" / "contracts"
-DEFAULT_EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
-DEFAULT_LOCAL_DIR = PROJECT_ROOT / ".local"
+from govbank.config.connections import WAREHOUSE_CONN_ID
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _checkout_root() -> Path | None:
+    root = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR.parent.name == "include" and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+CHECKOUT_ROOT = _checkout_root()
+"""The repository when running from a checkout; None for an installed wheel."""
+# installed: relative, so it resolves against the working directory when used
+DEFAULT_LOCAL_DIR = (CHECKOUT_ROOT or Path()) / ".local"
+DEFAULT_CONTRACTS_DIR = (
+    CHECKOUT_ROOT / "include" / "contracts" if CHECKOUT_ROOT else DEFAULT_LOCAL_DIR / "contracts"
+)
+DEFAULT_EXPECTATIONS_DIR = (
+    CHECKOUT_ROOT / "expectations" if CHECKOUT_ROOT else PACKAGE_DIR / "expectations"
+)
+
+ConnectionUrl = Callable[[str], "str | None"]
+"""A connection id -> its SQLAlchemy URL, or None when no such connection exists."""
 
 
 @dataclass(frozen=True)
@@ -29,21 +61,28 @@ class Settings:
     max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.ingest.read's 4 GiB
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: dict[str, str] | None = None, connection_url: ConnectionUrl | None = None
+    ) -> Settings:
+        """The warehouse is ``GOVBANK_WAREHOUSE_URL``, else the ``govbank_warehouse``
+        connection (``connection_url`` looks it up: tasks and the API server reach
+        Airflow's connections differently), else the embedded SQLite file."""
         env = dict(os.environ if env is None else env)
         local = Path(env.get("GOVBANK_LOCAL_DIR", str(DEFAULT_LOCAL_DIR)))
+        contracts = DEFAULT_CONTRACTS_DIR if CHECKOUT_ROOT else local / "contracts"
+        warehouse = env.get("GOVBANK_WAREHOUSE_URL") or (
+            connection_url(WAREHOUSE_CONN_ID) if connection_url else None
+        )
         return cls(
             landing_dir=Path(env.get("GOVBANK_LANDING_DIR", str(local / "landing"))),
             archive_dir=Path(env.get("GOVBANK_ARCHIVE_DIR", str(local / "archive"))),
             data_docs_dir=Path(env.get("GOVBANK_DATA_DOCS_DIR", str(local / "data_docs"))),
             runs_dir=Path(env.get("GOVBANK_ELICENSE_RUNS_DIR", str(local / "elicense_runs"))),
-            contracts_dir=Path(env.get("GOVBANK_CONTRACTS_DIR", str(DEFAULT_CONTRACTS_DIR))),
+            contracts_dir=Path(env.get("GOVBANK_CONTRACTS_DIR", str(contracts))),
             expectations_dir=Path(
                 env.get("GOVBANK_EXPECTATIONS_DIR", str(DEFAULT_EXPECTATIONS_DIR))
             ),
-            warehouse_url=env.get(
-                "GOVBANK_WAREHOUSE_URL", f"sqlite:///{(local / 'warehouse.db').as_posix()}"
-            ),
+            warehouse_url=warehouse or f"sqlite:///{(local / 'warehouse.db').as_posix()}",
             sftp_conn_id=env.get("GOVBANK_SFTP_CONN_ID") or None,
             chunk_rows=int(env.get("GOVBANK_CHUNK_ROWS", "40000")),
             gx_rows=int(env.get("GOVBANK_GX_ROWS", "120000")),

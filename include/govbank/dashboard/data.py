@@ -18,8 +18,10 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, func, select
 
-from govbank.config.settings import Settings
+from govbank.config.connections import DASHBOARD_CONN_ID
+from govbank.config.settings import ConnectionUrl, Settings
 from govbank.domain.errors import ConfigError
+from govbank.domain.metrics import BY_CODE
 from govbank.warehouse.schema import (
     dim_bank,
     dim_town,
@@ -30,20 +32,27 @@ from govbank.warehouse.schema import (
     mart_reconciliation,
 )
 
-# the headline tiles: metric, label, unit, kind ("count" or "yi" = yuan shown in 亿元)
-HEADLINE: tuple[tuple[str, str, str, str], ...] = (
-    ("service_supermarkets", "政务服务超市", "个", "count"),
-    ("service_supermarkets_opened_ytd", "今年新开", "个", "count"),
-    ("self_service_terminals", "自助终端", "台", "count"),
-    ("elicense_account_openings", "一照开户", "笔", "count"),
-    ("elicense_loans", "一照贷款", "笔", "count"),
-    ("credit_amount_yuan", "授信", "亿元", "yi"),
-    ("drawn_amount_yuan", "用信", "亿元", "yi"),
+
+def _tile(code: str) -> tuple[str, str, str, str]:
+    """metric, label, unit, kind ("count", or "yi" = yuan shown in 亿元)."""
+    m = BY_CODE[code]
+    return (code, m.short, "亿元", "yi") if m.unit == "元" else (code, m.short, m.unit, "count")
+
+
+HEADLINE: tuple[tuple[str, str, str, str], ...] = tuple(
+    _tile(code)
+    for code in (
+        "service_supermarkets",
+        "service_supermarkets_opened_ytd",
+        "self_service_terminals",
+        "elicense_account_openings",
+        "elicense_loans",
+        "credit_amount_yuan",
+        "drawn_amount_yuan",
+    )
 )
-SECONDARY: tuple[tuple[str, str, str, str], ...] = (
-    ("banks_in_cooperation", "合作银行", "家", "count"),
-    ("mobile_service_vans", "政银服务流动车", "辆", "count"),
-    ("elicense_biz_total", "电子营业执照业务", "笔", "count"),
+SECONDARY: tuple[tuple[str, str, str, str], ...] = tuple(
+    _tile(code) for code in ("banks_in_cooperation", "mobile_service_vans", "elicense_biz_total")
 )
 DATASET_LABELS = {"OUTLET": "服务网点", "ELIC": "一照通办业务"}
 STATUS_LABELS = {
@@ -55,21 +64,27 @@ STATUS_LABELS = {
 }
 
 
-def dashboard_url(env: dict[str, str] | None = None) -> str:
+def dashboard_url(
+    env: dict[str, str] | None = None, connection_url: ConnectionUrl | None = None
+) -> str:
     """The dashboard role's database URL.
 
-    ``GOVBANK_DASHBOARD_URL`` when set (PostgreSQL: the ``govbank_dashboard`` login);
-    otherwise the embedded SQLite warehouse, read-only. A PostgreSQL warehouse without a
-    dashboard URL is refused: the writer's credentials never serve the dashboard.
+    ``GOVBANK_DASHBOARD_URL`` when set, else the ``govbank_dashboard`` connection when
+    ``connection_url`` finds it (PostgreSQL: the dashboard login); otherwise the embedded
+    SQLite warehouse, read-only. A PostgreSQL warehouse without a dashboard URL is
+    refused: the writer's credentials never serve the dashboard.
     """
     env = dict(os.environ if env is None else env)
     if env.get("GOVBANK_DASHBOARD_URL"):
         return env["GOVBANK_DASHBOARD_URL"]
+    url = connection_url(DASHBOARD_CONN_ID) if connection_url else None
+    if url:
+        return url
     warehouse = Settings.from_env(env).warehouse_url
     if warehouse.startswith("sqlite:///"):
         return readonly_sqlite_url(Path(warehouse.removeprefix("sqlite:///")))
     raise ConfigError(
-        "the warehouse is not SQLite: set GOVBANK_DASHBOARD_URL (or the govbank_dashboard "
+        f"the warehouse is not SQLite: set GOVBANK_DASHBOARD_URL (or the {DASHBOARD_CONN_ID} "
         "connection) to the read-only dashboard role"
     )
 

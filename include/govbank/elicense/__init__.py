@@ -1,11 +1,10 @@
-"""The government's e-licence usage records: client, incremental load, reference server.
+"""The government's e-licence usage records: client and incremental load.
 
-``client`` speaks elicense-api.md v1 and survives its error table; ``load`` pulls the
-records since the watermark into ``fact_elicense_usage`` all or nothing; ``server`` is
-the reference implementation of the API (with fault injection) and ``generate`` makes
-usage records that match the demo banks' business. Reconciliation with the banks lives
-in :mod:`govbank.marts.reconcile`. The server and the generator are not imported here: the
-DAGs only need the client and the load.
+``client`` speaks elicense-api.md v1 and survives its error table; ``pull`` pulls the
+records since the watermark into ``fact_elicense_usage`` all or nothing. Reconciliation
+with the banks lives in :mod:`govbank.marts.reconcile`. The reference server of the API
+and its demo data are dev tools, outside the wheel: ``govbank_dev.elicense_server`` and
+``govbank_dev.elicense_data`` (tools/govbank_dev).
 """
 
 from govbank.elicense.client import (

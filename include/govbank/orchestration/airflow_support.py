@@ -6,13 +6,8 @@ itself keeps importing without it. Secrets are read here and never logged.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-
+from govbank.config.connections import ALERT_WEBHOOK_CONN_ID, PSEUDONYM_CONN_ID
 from govbank.config.settings import Settings
-
-WAREHOUSE_CONN = "govbank_warehouse"
-PSEUDONYM_CONN = "govbank_pseudonym"
 
 
 def _connection(conn_id: str):  # type: ignore[no-untyped-def]
@@ -25,35 +20,23 @@ def _connection(conn_id: str):  # type: ignore[no-untyped-def]
         return None
 
 
-def sqlalchemy_url(conn) -> str:  # type: ignore[no-untyped-def]
-    """A postgres connection as a SQLAlchemy URL (psycopg 3), password included."""
-    from sqlalchemy.engine import URL
+def connection_url(conn_id: str) -> str | None:
+    """A task's view of a postgres connection as a SQLAlchemy URL; None when undefined."""
+    from govbank.warehouse.db import connection_url as url_of
 
-    return URL.create(
-        "postgresql+psycopg",
-        username=conn.login or None,
-        password=conn.password or None,
-        host=conn.host or None,
-        port=conn.port or None,
-        database=conn.schema or None,
-    ).render_as_string(hide_password=False)
+    conn = _connection(conn_id)
+    return None if conn is None else url_of(conn)
 
 
 def settings() -> Settings:
     """Settings from the environment, the warehouse from its connection when one exists."""
-    base = Settings.from_env()
-    if os.environ.get("GOVBANK_WAREHOUSE_URL"):
-        return base
-    conn = _connection(WAREHOUSE_CONN)
-    if conn is None:
-        return base
-    return dataclasses.replace(base, warehouse_url=sqlalchemy_url(conn))
+    return Settings.from_env(connection_url=connection_url)
 
 
 def pseudonym_key() -> bytes:
     from govbank.domain.pseudonym import check_key, key_from_env
 
-    conn = _connection(PSEUDONYM_CONN)
+    conn = _connection(PSEUDONYM_CONN_ID)
     if conn is not None and conn.password:
         return check_key(conn.password)
     return key_from_env()
@@ -61,8 +44,6 @@ def pseudonym_key() -> bytes:
 
 def webhook_url() -> str | None:
     """The alert webhook from its connection; none configured means log only."""
-    from govbank.config.connections import ALERT_WEBHOOK_CONN_ID
-
     conn = _connection(ALERT_WEBHOOK_CONN_ID)
     if conn is None or not conn.host:
         return None

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL
 
 from govbank.warehouse.schema import PG_SCHEMA
 
@@ -21,6 +22,19 @@ _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 def is_postgres(url_or_engine: str | Engine) -> bool:
     name = url_or_engine.dialect.name if isinstance(url_or_engine, Engine) else url_or_engine
     return str(name).startswith("postgresql")
+
+
+def connection_url(conn) -> str:  # type: ignore[no-untyped-def]
+    """An Airflow postgres connection (login, password, host, port, schema) as a
+    SQLAlchemy URL on psycopg 3, password included: the one place such a URL is built."""
+    return URL.create(
+        "postgresql+psycopg",
+        username=conn.login or None,
+        password=conn.password or None,
+        host=conn.host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
+    ).render_as_string(hide_password=False)
 
 
 def make_engine(url: str) -> Engine:

@@ -1307,7 +1307,7 @@ def write_drop(drop: DemoDrop, landing_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m govbank.demo", description="Write the deterministic demo drop."
+        prog="python -m govbank_dev.demo", description="Write the deterministic demo drop."
     )
     parser.add_argument("--landing", type=Path, required=True, help="landing root folder")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)

@@ -4,9 +4,9 @@ The real platform cannot be reached from here; this server implements the spec h
 so the demo, the tests and the compose stack have something to pull from, and so the
 client is tested over real HTTP. Run it as::
 
-    python -m govbank.elicense.server --port 8001 --records usages.json
-    python -m govbank.elicense.server --port 8001 --demo-seed 7 --warehouse sqlite:///.local/warehouse.db
-    python -m govbank.elicense.server --port 8001 --demo-seed 7 --bank-records elic.json
+    python -m govbank_dev.elicense_server --port 8001 --records usages.json
+    python -m govbank_dev.elicense_server --port 8001 --demo-seed 7 --warehouse sqlite:///.local/warehouse.db
+    python -m govbank_dev.elicense_server --port 8001 --demo-seed 7 --bank-records elic.json
 
 Options:
     --host HOST            interface to bind (default 127.0.0.1; only widen it in a container)
@@ -14,7 +14,7 @@ Options:
     --records FILE         usage records to serve: a JSON list (or {"items": [...]}) of records
                            as the spec shows them; several versions of one usage_id may be given,
                            the one with the newest updated_at is current
-    --demo-seed N          generate the records with govbank.elicense.generate from the banks'
+    --demo-seed N          generate the records with govbank_dev.elicense_data from the banks'
                            ELIC records, read from --warehouse URL (fact_elicense_biz) or from
                            --bank-records FILE (JSON list); --expected-out FILE writes the
                            reconciliation counts the generator intends; --now TIME caps the
@@ -457,7 +457,7 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m govbank.elicense.server",
+        prog="python -m govbank_dev.elicense_server",
         description="Reference e-licence usage API server (elicense-api.md v1).",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -490,16 +490,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.records:
         records = load_records(args.records)
     else:
-        from govbank.elicense import generate
+        from govbank_dev import elicense_data
 
         if args.warehouse:
-            bank = generate.bank_records_from_warehouse(args.warehouse)
+            bank = elicense_data.bank_records_from_warehouse(args.warehouse)
         elif args.bank_records:
-            bank = generate.load_bank_records(args.bank_records)
+            bank = elicense_data.load_bank_records(args.bank_records)
         else:
             parser.error("--demo-seed needs --warehouse URL or --bank-records FILE")
-        generated = generate.usages_from_bank_records(
-            bank, args.demo_seed, generate.parse_now(args.now)
+        generated = elicense_data.usages_from_bank_records(
+            bank, args.demo_seed, elicense_data.parse_now(args.now)
         )
         records = generated.usages
         if args.expected_out:

@@ -18,7 +18,7 @@ no usage), so the intended counts hold by construction, not by re-running the ru
 
 Command line (writes what the server's ``--records`` reads)::
 
-    python -m govbank.elicense.generate --seed 7 --warehouse sqlite:///.local/warehouse.db \\
+    python -m govbank_dev.elicense_data --seed 7 --warehouse sqlite:///.local/warehouse.db \\
         --out usages.json --expected-out expected.json [--now 2023-06-15]
 """
 
@@ -309,7 +309,7 @@ def load_bank_records(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m govbank.elicense.generate")
+    parser = argparse.ArgumentParser(prog="python -m govbank_dev.elicense_data")
     parser.add_argument("--seed", type=int, required=True)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--warehouse")
