@@ -35,6 +35,7 @@ from govbank.elicense.client import (
     UsageRecord,
     parse_page,
 )
+from govbank.warehouse.dialect import dialect_insert
 from govbank.warehouse.schema import etl_watermark, fact_elicense_usage
 
 log = logging.getLogger(__name__)
@@ -98,18 +99,10 @@ def read_watermark(conn: Connection, source: str = SOURCE) -> dt.datetime | None
     return _utc(value) if value is not None else None
 
 
-def _dialect_insert(conn: Connection):  # type: ignore[no-untyped-def]
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
 
 def write_watermark(conn: Connection, value: dt.datetime, source: str = SOURCE) -> None:
     """Move the watermark forward (never back), in the caller's transaction."""
-    insert = _dialect_insert(conn)
-    stmt = insert(etl_watermark).values(
+    stmt = dialect_insert(conn, etl_watermark).values(
         source=source, watermark=_utc(value), updated_at=dt.datetime.now(dt.UTC)
     )
     stmt = stmt.on_conflict_do_update(
@@ -146,8 +139,7 @@ def upsert_usages(conn: Connection, records: list[UsageRecord], run_id: str) -> 
         }
         for r in newest.values()
     ]
-    insert = _dialect_insert(conn)
-    stmt = insert(fact_elicense_usage)
+    stmt = dialect_insert(conn, fact_elicense_usage)
     stmt = stmt.on_conflict_do_update(
         index_elements=[fact_elicense_usage.c.usage_id],
         set_={name: stmt.excluded[name] for name in UPDATABLE},

@@ -25,8 +25,10 @@ from sqlalchemy import (
 
 from govbank.config.contracts import BankContract
 from govbank.domain.datasets import Dataset
+from govbank.domain.metrics import BY_CODE
 from govbank.domain.statuses import LOADED
 from govbank.marts.reconcile import rebuild_reconciliation
+from govbank.warehouse.dialect import month_of
 from govbank.warehouse.schema import (
     dim_outlet,
     dim_town,
@@ -37,12 +39,6 @@ from govbank.warehouse.schema import (
     mart_kpi,
     mart_outlets_by_town,
 )
-
-
-def month_of(conn: Connection, column):  # type: ignore[no-untyped-def]
-    if conn.dialect.name == "postgresql":
-        return func.to_char(column, "YYYY-MM")
-    return func.strftime("%Y-%m", column)
 
 
 def kpi_values(conn: Connection, as_of: dt.date) -> dict[str, object]:
@@ -84,11 +80,11 @@ def kpi_values(conn: Connection, as_of: dt.date) -> dict[str, object]:
 
 
 def rebuild_kpi(conn: Connection, as_of: dt.date) -> None:
+    values = kpi_values(conn, as_of)
+    if set(values) != set(BY_CODE):  # the labels and the report name exactly these
+        raise AssertionError(f"kpi_values and domain.metrics disagree: {sorted(set(values) ^ set(BY_CODE))}")
     conn.execute(delete(mart_kpi).where(mart_kpi.c.as_of == as_of))
-    conn.execute(
-        insert(mart_kpi),
-        [{"as_of": as_of, "metric": k, "value": v} for k, v in kpi_values(conn, as_of).items()],
-    )
+    conn.execute(insert(mart_kpi), [{"as_of": as_of, "metric": k, "value": v} for k, v in values.items()])
 
 
 def rebuild_outlets_by_town(conn: Connection) -> None:

@@ -29,7 +29,6 @@ import logging
 from sqlalchemy import (
     Column,
     Connection,
-    Date,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -38,7 +37,6 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     case,
-    cast,
     delete,
     exists,
     func,
@@ -49,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable, DropTable
 
+from govbank.warehouse.dialect import days_apart, local_date, month_of, temp_schema
 from govbank.warehouse.schema import (
     fact_elicense_biz,
     fact_elicense_usage,
@@ -63,34 +62,9 @@ LIVE = "有效"
 MAX_ROUNDS = 10_000
 
 
-class _Sql:
-    """The few expressions that differ between SQLite and PostgreSQL."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.pg = conn.dialect.name == "postgresql"
-
-    def local_date(self, ts):  # type: ignore[no-untyped-def]
-        if self.pg:  # timestamptz -> wall clock in Shanghai -> date
-            return cast(func.timezone("Asia/Shanghai", ts), Date)
-        # SQLite keeps UTC as naive text (see elicense.load); Shanghai is UTC+8, no DST since 1991
-        return func.date(ts, "+8 hours")
-
-    def days_apart(self, day_a, day_b):  # type: ignore[no-untyped-def]
-        if self.pg:
-            return func.abs(day_a - day_b)
-        return cast(func.abs(func.julianday(day_a) - func.julianday(day_b)), Integer)
-
-    def month(self, day):  # type: ignore[no-untyped-def]
-        return func.to_char(day, "YYYY-MM") if self.pg else func.strftime("%Y-%m", day)
-
-    @property
-    def temp_schema(self) -> str:
-        return "pg_temp" if self.pg else "temp"
-
-
-def _work_tables(sql: _Sql) -> tuple[Table, Table]:
+def _work_tables(conn: Connection) -> tuple[Table, Table]:
     md = MetaData()
-    schema = sql.temp_schema
+    schema = temp_schema(conn)
     edge = Table(
         "recon_edge",
         md,
@@ -120,15 +94,14 @@ def _pair_columns() -> list[Column]:  # type: ignore[type-arg]
 
 def rebuild_reconciliation(conn: Connection) -> None:
     """Replace ``mart_reconciliation`` and ``mart_reconciliation_detail``, in the caller's transaction."""
-    sql = _Sql(conn)
     b, u = fact_elicense_biz, fact_elicense_usage
-    edge, match = _work_tables(sql)
+    edge, match = _work_tables(conn)
     for table in (edge, match):
         conn.execute(DropTable(table, if_exists=True))
         conn.execute(CreateTable(table))
 
-    usage_day = sql.local_date(u.c.authorized_at)
-    dist = sql.days_apart(b.c.biz_date, usage_day)
+    usage_day = local_date(conn, u.c.authorized_at)
+    dist = days_apart(conn, b.c.biz_date, usage_day)
     candidates = (
         select(b.c.bank_code, b.c.biz_id, u.c.usage_id, dist)
         .select_from(
@@ -193,7 +166,7 @@ def rebuild_reconciliation(conn: Connection) -> None:
         b.c.uscc,
         b.c.enterprise_name,
         b.c.biz_date,
-        sql.month(b.c.biz_date),
+        month_of(conn, b.c.biz_date),
     ).where(
         b.c.status == LIVE,
         ~exists().where(match.c.bank_code == b.c.bank_code, match.c.biz_id == b.c.biz_id),
@@ -206,7 +179,7 @@ def rebuild_reconciliation(conn: Connection) -> None:
         u.c.uscc,
         u.c.enterprise_name,
         usage_day,
-        sql.month(usage_day),
+        month_of(conn, usage_day),
     ).where(u.c.status == LIVE, ~exists().where(match.c.usage_id == u.c.usage_id))
     detail_cols = [
         "side", "record_id", "bank_code", "scene", "uscc", "enterprise_name", "record_date", "month",
@@ -218,7 +191,7 @@ def rebuild_reconciliation(conn: Connection) -> None:
     d = mart_reconciliation_detail
     matched_rows = select(
         b.c.bank_code.label("bank_code"),
-        sql.month(b.c.biz_date).label("month"),
+        month_of(conn, b.c.biz_date).label("month"),
         b.c.biz_type.label("scene"),
         literal(1).label("m"),
         literal(0).label("bo"),

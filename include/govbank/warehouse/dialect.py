@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table, func
+from sqlalchemy import Connection, Date, Integer, Table, cast, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -26,3 +26,26 @@ def month_of(conn: Connection, column: Any) -> ColumnElement[str]:
     if is_pg(conn):
         return func.to_char(column, "YYYY-MM")
     return func.strftime("%Y-%m", column)
+
+
+def local_date(conn: Connection, ts: Any) -> ColumnElement[Any]:
+    """A stored timestamp's calendar day in Asia/Shanghai.
+
+    PostgreSQL converts timestamptz to the zone's wall clock; SQLite keeps UTC as naive
+    text, and Shanghai is UTC+8 with no daylight saving since 1991.
+    """
+    if is_pg(conn):
+        return cast(func.timezone("Asia/Shanghai", ts), Date)
+    return func.date(ts, "+8 hours")
+
+
+def days_apart(conn: Connection, day_a: Any, day_b: Any) -> ColumnElement[int]:
+    """Whole days between two dates, as a non-negative integer."""
+    if is_pg(conn):
+        return func.abs(day_a - day_b)
+    return cast(func.abs(func.julianday(day_a) - func.julianday(day_b)), Integer)
+
+
+def temp_schema(conn: Connection) -> str:
+    """Where a connection's temporary tables live."""
+    return "pg_temp" if is_pg(conn) else "temp"
