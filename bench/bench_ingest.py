@@ -377,23 +377,27 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# pipeline stages timed by wrapping the names ``govbank.ingest.run`` calls them by: the
-# wrappers only read the clock (a few calls per chunk), the code that runs is unchanged
+# pipeline stages timed by wrapping the names the ingest modules call them by: the
+# wrappers only read the clock (a few calls per chunk), the code that runs is unchanged.
+# phase -> (module whose global name is wrapped, that name or Class.method, label)
 PHASES = {
-    "_receive": "receive (fetch, sha256, archive, register)",
-    "_parse": "open + detect encoding",
-    "normalise_cells": "normalise",
-    "_frame": "frame for GX",
-    "_merge_issues": "merge issues",
-    "_unknown_outlets": "cross checks (outlets)",
-    "_staged_columns": "staged columns (pseudonymise)",
-    "_stage_chunk": "stage (COPY, in a second thread: overlaps the rest)",
-    "duplicate_keys": "duplicate keys across the file (SQL)",
-    "duplicate_keys_of": "duplicate keys, the refused lines' only (SQL, all rows went in early)",
-    "merge_elicense_biz": "merge (upsert)",
-    "_write_rejects": "write rejects",
-    "_answer": "answer (receipt, rejects.csv, outbox)",
-    "_answer_duplicate": "answer duplicate",
+    "_receive": ("govbank.ingest.run", "receive", "receive (fetch, sha256, archive, register)"),
+    "_parse": ("govbank.ingest.run", "_parse", "open + detect encoding"),
+    "normalise_cells": ("govbank.ingest.run", "normalise_cells", "normalise"),
+    "_frame": ("govbank.ingest.checks", "frame", "frame for GX"),
+    "_merge_issues": ("govbank.ingest.checks", "merge_issues", "merge issues"),
+    "_unknown_outlets": ("govbank.ingest.checks", "UnknownOutlet.__call__", "cross checks (outlets)"),
+    "_staged_columns": ("govbank.ingest.run", "staged_columns", "staged columns (pseudonymise)"),
+    "_stage_chunk": ("govbank.ingest.stage", "Staging._write", "stage (COPY, in a second thread: overlaps the rest)"),
+    "duplicate_keys": ("govbank.ingest.checks", "duplicate_keys", "duplicate keys across the file (SQL)"),
+    "duplicate_keys_of": (
+        "govbank.ingest.checks", "duplicate_keys_of",
+        "duplicate keys, the refused lines' only (SQL, all rows went in early)",
+    ),
+    "merge_elicense_biz": ("govbank.ingest.merge", "merge_elicense_biz", "merge (upsert)"),
+    "_write_rejects": ("govbank.ingest.answer", "write_rejects", "write rejects"),
+    "_answer": ("govbank.ingest.run", "answer", "answer (receipt, rejects.csv, outbox)"),
+    "_answer_duplicate": ("govbank.ingest.run", "answer_duplicate", "answer duplicate"),
 }
 
 
@@ -422,8 +426,7 @@ def _timed(timings: dict[str, float], name: str, fn: Any) -> Any:
 
 def _install_phase_timers(timings: dict[str, float]) -> None:
     import functools
-
-    import govbank.ingest.run as pipeline
+    import importlib
 
     def wrap(name: str, fn: Any) -> Any:
         return functools.wraps(fn)(_timed(timings, name, fn))
@@ -449,15 +452,20 @@ def _install_phase_timers(timings: dict[str, float]) -> None:
 
         return timed
 
-    for name in PHASES:
-        fn = getattr(pipeline, name, None)
-        if fn is None:
+    for name, (module, attr, _label) in PHASES.items():
+        owner = importlib.import_module(module)
+        *path, last = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        fn = getattr(owner, last, None)
+        if fn is None or hasattr(fn, "__wrapped__"):
             continue
-        setattr(pipeline, name, wrap_parse(fn) if name == "_parse" else wrap(name, fn))
+        setattr(owner, last, wrap_parse(fn) if name == "_parse" else wrap(name, fn))
     # batches inserted into the fact table early, in the writing thread
-    early = getattr(pipeline, "EarlyInsert", None)
-    if early is not None and not hasattr(early.flush, "__wrapped__"):
-        early.flush = wrap("early_insert", early.flush)
+    from govbank.ingest.stage import EarlyInsert
+
+    if not hasattr(EarlyInsert.flush, "__wrapped__"):
+        EarlyInsert.flush = wrap("early_insert", EarlyInsert.flush)
 
 
 def child_ours(spec: dict[str, Any]) -> dict[str, Any]:

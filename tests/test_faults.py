@@ -39,10 +39,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-import govbank.ingest.run as pipeline
 from govbank.domain.errors import TransientError
 from govbank.ingest.run import FileOutcome, process_bank
 from govbank.transport import Landing
+from govbank.util.concurrency import BackgroundWriter
 from govbank.warehouse.schema import dim_outlet, etl_file, fact_elicense_biz
 from govbank_dev.demo import DemoDrop, build_demo
 from tests.conftest import PSEUDONYM_KEY
@@ -175,7 +175,7 @@ def _loaded_from(site: Site, name: str) -> int:
 # --------------------------------------------------------------------------- SIGKILL
 
 
-def _parking_worker(  # noqa: C901
+def _parking_worker(
     site: Site, validator: object, point: str, target: str, landing: Callable[[], Landing] | None = None
 ) -> Worker:
     """process_bank in a child that parks at ``point`` of file ``target`` (once).
@@ -190,53 +190,31 @@ def _parking_worker(  # noqa: C901
     """
 
     def run() -> list[tuple[str, str]]:
-        # patched in the child only: the parent's modules are untouched
-        current: dict[str, str] = {}
-        orig_file, orig_envelope, orig_stage = pipeline.process_file, pipeline._check_envelope, pipeline.stage
-        orig_elic, orig_outlets = pipeline.merge_elicense_biz, pipeline.merge_outlets
+        parked: list[str] = []
 
-        def here(p: str, name: str | None = None) -> bool:
-            on = target if point == "listed" else (name or current.get("file"))
-            return p == point and on == target and not current.get("parked")
+        def here(p: str, name: str) -> bool:
+            return p == point and (name == target or point == "listed") and not parked
 
         def stop() -> None:
-            current["parked"] = "yes"
+            parked.append(point)
             park(f"{point}:{target}")
 
-        def process_file(ctx, bank, data, ok):  # type: ignore[no-untyped-def]
-            current["file"] = data.name
-            return orig_file(ctx, bank, data, ok)
-
-        def check_envelope(ctx, bank, name, ok, reg):  # type: ignore[no-untyped-def]
-            if here("registered"):
-                stop()
-            return orig_envelope(ctx, bank, name, ok, reg)
-
-        def stage(*a, **kw):  # type: ignore[no-untyped-def]
-            orig_stage(*a, **kw)
-            if here("staged"):
+        def load_hook(p: str, name: str, _rows: int) -> None:  # the context's hook: in the load
+            if here(p, name):
                 stop()
 
-        def merge_elic(*a, **kw):  # type: ignore[no-untyped-def]
-            orig_elic(*a, **kw)
-            if here("merged"):
+        def hook(event: str, _bank: str, name: str) -> None:  # the landing's: around transfers
+            # the receipt (or rejects file) is the first thing written after the commit
+            done = name.split(".receipt.json")[0].split(".rejects.csv")[0]
+            if (event, point) in (("listed", "listed"), ("fetched", "fetched"), ("remove_inbox", "answered")) \
+                    and here(point, name):
+                stop()
+            if (event, point) == ("write_outbox", "committed") and here(point, done):
                 stop()
 
-        def merge_outlets(*a, **kw):  # type: ignore[no-untyped-def]
-            orig_outlets(*a, **kw)
-            if here("merged"):
-                stop()
-
-        def hook(event: str, _bank: str, name: str) -> None:
-            if (event, point) in (("listed", "listed"), ("write_outbox", "committed")) and here(point):
-                stop()
-            if (event, point) in (("fetched", "fetched"), ("remove_inbox", "answered")) and here(point, name):
-                stop()
-
-        pipeline.process_file, pipeline._check_envelope = process_file, check_envelope
-        pipeline.stage, pipeline.merge_elicense_biz, pipeline.merge_outlets = stage, merge_elic, merge_outlets
         ctx = site.context(validator, PSEUDONYM_KEY, landing() if landing else None)
         ctx.landing = HookedLanding(ctx.landing, hook)  # type: ignore[assignment]
+        ctx.hook = load_hook
         try:
             return [(o.file_name, o.status) for o in process_bank(ctx, BANK)]
         finally:
@@ -415,20 +393,19 @@ def test_connection_cut_with_two_copies_in_flight_then_retry_equals_clean_run(
     COPY, one queued) when the connection dies. Nothing of the file stays, no thread is
     left waiting, and the retry equals a clean run."""
     expected = clean("postgresql")
-    # the exact reader really cuts 5-row chunks (Arrow reads a small file as one block)
-    monkeypatch.setattr(pipeline, "read_delimited_fast", pipeline.read_delimited)
     _slow_copy(monkeypatch)
     in_flight: list[tuple[int, int]] = []  # (writer, chunks it holds after a submit)
-    submit = pipeline._Writer.submit
 
-    def counting(self, fn, *args):  # type: ignore[no-untyped-def]
-        submit(self, fn, *args)
-        in_flight.append((id(self), len(self._pending)))
+    class CountingWriter(BackgroundWriter):
+        def submit(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+            super().submit(fn, *args)
+            in_flight.append((id(self), self.in_flight))
 
-    monkeypatch.setattr(pipeline._Writer, "submit", counting)
     site = fresh_site("postgresql", tmp_path, drop, BANK)
     ctx = site.context(validator, PSEUDONYM_KEY)
     ctx.chunk_rows, ctx.gx_rows = 5, 15
+    # the exact reader really cuts 5-row chunks (Arrow reads a small file as one block)
+    ctx.fast_reader, ctx.writer_factory = False, CountingWriter
     name = "ELIC_CCBOH_20230228.csv"
     _cut_while_loading(site, ctx, None, "COPY %tmp_stg_elicense_biz%", "Client", name)
     cut_writer = in_flight[-1][0]  # the ELIC file's, the last one made

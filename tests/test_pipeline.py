@@ -205,15 +205,18 @@ def _chunked_elic() -> str:
     return ELIC_HEAD + "".join(rows)
 
 
-def _load_once(root: Path, url: str, validator, elic: bytes, chunk_rows: int, gx_rows: int):  # type: ignore[no-untyped-def]
+def _load_once(root: Path, url: str, validator, elic: bytes, chunk_rows: int, gx_rows: int, **seams):  # type: ignore[no-untyped-def]
     """OUTLET + one ELIC file through ``process_bank``; (statuses, receipt errors, fact
-    rows). The warehouse is emptied afterwards, so the next setting starts alike."""
+    rows). ``seams`` are set on the context. The warehouse is emptied afterwards, so the
+    next setting starts alike."""
     settings = Settings.from_env({
         "GOVBANK_LOCAL_DIR": str(root), "GOVBANK_WAREHOUSE_URL": url,
         "GOVBANK_CHUNK_ROWS": str(chunk_rows), "GOVBANK_GX_ROWS": str(gx_rows),
     })
     ctx = build_context(settings, PSEUDONYM_KEY)
     ctx.validator_factory = lambda: validator
+    for name, value in seams.items():
+        setattr(ctx, name, value)
     assert (ctx.chunk_rows, ctx.gx_rows) == (chunk_rows, gx_rows)
     inbox = root / "landing" / "WZB" / "inbox"
     drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
@@ -231,17 +234,17 @@ def _load_once(root: Path, url: str, validator, elic: bytes, chunk_rows: int, gx
     return [(o.status, o.rows_total, o.rows_loaded) for o in outcomes], errors, facts
 
 
-def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def check_chunking_changes_nothing(root: Path, url: str, validator) -> None:  # type: ignore[no-untyped-def]
     """Chunks of 7 rows validated in GX batches of 30 give what one chunk gives.
 
     The exact reader cuts chunks of exactly ``chunk_rows`` (Arrow's reader hands out
     blocks of a MiB, so a small file is one chunk there).
     """
-    import govbank.ingest.run
-
-    monkeypatch.setattr(govbank.ingest.run, "read_delimited_fast", govbank.ingest.run.read_delimited)
     seen = [
-        _load_once(root / f"c{chunk_rows}", url, validator, _chunked_elic().encode("gb18030"), chunk_rows, gx_rows)
+        _load_once(
+            root / f"c{chunk_rows}", url, validator, _chunked_elic().encode("gb18030"), chunk_rows, gx_rows,
+            fast_reader=False,
+        )
         for chunk_rows, gx_rows in ((7, 30), (1000, 1000))
     ]
     assert seen[0] == seen[1]
@@ -255,8 +258,8 @@ def check_chunking_changes_nothing(root: Path, url: str, validator, monkeypatch)
     assert len(facts) == 193 and not {"B1", "B11"} & {f[0] for f in facts}
 
 
-def test_chunking_changes_nothing(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    check_chunking_changes_nothing(tmp_path, warehouse_url, validator, monkeypatch)
+def test_chunking_changes_nothing(tmp_path: Path, warehouse_url: str, validator) -> None:  # type: ignore[no-untyped-def]
+    check_chunking_changes_nothing(tmp_path, warehouse_url, validator)
 
 
 def _early_file(rows: list[tuple[str, str]], bad: set[int] = frozenset()) -> bytes:  # type: ignore[assignment]
@@ -269,33 +272,30 @@ def _early_file(rows: list[tuple[str, str]], bad: set[int] = frozenset()) -> byt
     )).encode("gb18030")
 
 
-def _record_early(monkeypatch) -> list:  # type: ignore[no-untyped-def]
-    """The EarlyInsert objects the pipeline makes from now on (PostgreSQL loads only)."""
-    import govbank.ingest.run
+def _record_early() -> tuple:  # type: ignore[no-untyped-def]
+    """A factory for ``Context.early_insert``, and the EarlyInsert objects it will have
+    made (PostgreSQL loads only)."""
+    from govbank.ingest.stage import EarlyInsert
 
     used: list = []
 
-    class Recorded(govbank.ingest.run.EarlyInsert):
-        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-            super().__init__(*args, **kwargs)
-            used.append(self)
+    def recorded(*args, **kwargs) -> EarlyInsert:  # type: ignore[no-untyped-def]
+        used.append(EarlyInsert(*args, **kwargs))
+        return used[-1]
 
-    monkeypatch.setattr(govbank.ingest.run, "EarlyInsert", Recorded)
-    return used
+    return recorded, used
 
 
-def _early_context(root: Path, url: str, validator, monkeypatch) -> tuple:  # type: ignore[no-untyped-def]
+def _early_context(root: Path, url: str, validator) -> tuple:  # type: ignore[no-untyped-def]
     """Exact reader, chunks of 5 in GX batches of 10; the EarlyInsert objects used."""
-    import govbank.ingest.run
-
-    monkeypatch.setattr(govbank.ingest.run, "read_delimited_fast", govbank.ingest.run.read_delimited)
-    used = _record_early(monkeypatch)
+    recorded, used = _record_early()
     settings = Settings.from_env({
         "GOVBANK_LOCAL_DIR": str(root), "GOVBANK_WAREHOUSE_URL": url,
         "GOVBANK_CHUNK_ROWS": "5", "GOVBANK_GX_ROWS": "10",
     })
     ctx = build_context(settings, PSEUDONYM_KEY)
     ctx.validator_factory = lambda: validator
+    ctx.fast_reader, ctx.early_insert = False, recorded
     inbox = root / "landing" / "WZB" / "inbox"
     drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
     return ctx, inbox, used
@@ -312,12 +312,12 @@ def _receipt_errors(root: Path, name: str) -> list[tuple[int, str]]:
     return sorted((e["line"], e["reason_code"]) for e in receipt["errors"])
 
 
-def check_early_inserts(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+def check_early_inserts(root: Path, url: str, validator) -> list:  # type: ignore[no-untyped-def]
     """A second file in GX batches of 10 (lines 2-11, 12-21, ...): new keys, one invalid
     row, an updated and an unchanged record, a key twice in different batches. The
     outcome is the one merge's, whichever batches reach the table early (PostgreSQL);
     returns the ``EarlyInsert`` objects the load used."""
-    ctx, inbox, used = _early_context(root, url, validator, monkeypatch)
+    ctx, inbox, used = _early_context(root, url, validator)
     drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
     assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
     second = [(f"N{i}", f"二号{i}") for i in range(100)]  # N3 (line 5): invalid, never inserted
@@ -339,11 +339,11 @@ def check_early_inserts(root: Path, url: str, validator, monkeypatch) -> list:  
     return used
 
 
-def check_repeats_with_refused_rows(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+def check_repeats_with_refused_rows(root: Path, url: str, validator) -> list:  # type: ignore[no-untyped-def]
     """Keys repeated only alongside refused rows: every valid row is new and distinct
     (on PostgreSQL all go in early, and the duplicate check looks at the refused lines'
     keys only); every occurrence of a repeated key is refused all the same."""
-    ctx, inbox, used = _early_context(root, url, validator, monkeypatch)
+    ctx, inbox, used = _early_context(root, url, validator)
     rows = [(f"N{i}", f"三号{i}") for i in range(120)]
     rows[25] = ("N4", "三号4再")  # line 27, valid; N4 at line 6 has a bad ID
     rows[18] = rows[19] = ("N10", "三号10再")  # lines 20, 21, bad IDs; N10 valid at line 12
@@ -360,11 +360,11 @@ def check_repeats_with_refused_rows(root: Path, url: str, validator, monkeypatch
     return used
 
 
-def check_known_and_repeated_keys(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+def check_known_and_repeated_keys(root: Path, url: str, validator) -> list:  # type: ignore[no-untyped-def]
     """A key repeated in two batches of new keys (the first went in early, the second is
     refused by the key index), then a known key repeated: both are refused in every
     occurrence, and the known record stays as it was."""
-    ctx, inbox, used = _early_context(root, url, validator, monkeypatch)
+    ctx, inbox, used = _early_context(root, url, validator)
     drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
     assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
     second = [(f"M{i}", f"二号{i}") for i in range(50)]
@@ -386,22 +386,22 @@ def check_known_and_repeated_keys(root: Path, url: str, validator, monkeypatch) 
     return used
 
 
-def test_known_and_repeated_keys_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    assert check_known_and_repeated_keys(tmp_path, warehouse_url, validator, monkeypatch) == []
+def test_known_and_repeated_keys_on_sqlite(tmp_path: Path, warehouse_url: str, validator) -> None:  # type: ignore[no-untyped-def]
+    assert check_known_and_repeated_keys(tmp_path, warehouse_url, validator) == []
 
 
-def test_early_inserts_change_nothing_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    assert check_early_inserts(tmp_path, warehouse_url, validator, monkeypatch) == []  # SQLite: one merge
+def test_early_inserts_change_nothing_on_sqlite(tmp_path: Path, warehouse_url: str, validator) -> None:  # type: ignore[no-untyped-def]
+    assert check_early_inserts(tmp_path, warehouse_url, validator) == []  # SQLite: one merge
 
 
-def test_repeats_with_refused_rows_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    assert check_repeats_with_refused_rows(tmp_path, warehouse_url, validator, monkeypatch) == []
+def test_repeats_with_refused_rows_on_sqlite(tmp_path: Path, warehouse_url: str, validator) -> None:  # type: ignore[no-untyped-def]
+    assert check_repeats_with_refused_rows(tmp_path, warehouse_url, validator) == []
 
 
 def test_prefetch_hands_over_items_errors_and_stops() -> None:
-    from govbank.ingest.run import _Prefetch
+    from govbank.util.concurrency import Prefetch
 
-    assert list(_Prefetch(iter(range(5)), lambda i: i * 10)) == [0, 10, 20, 30, 40]
+    assert list(Prefetch(iter(range(5)), lambda i: i * 10)) == [0, 10, 20, 30, 40]
 
     def failing():  # type: ignore[no-untyped-def]
         yield 1
@@ -410,7 +410,7 @@ def test_prefetch_hands_over_items_errors_and_stops() -> None:
 
     got = []
     with pytest.raises(ValueError, match="line 4"):
-        for item in _Prefetch(failing(), lambda i: i):
+        for item in Prefetch(failing(), lambda i: i):
             got.append(item)
     assert got == [1, 2]  # what came before the error was handed over first
 
@@ -425,41 +425,37 @@ def test_prefetch_hands_over_items_errors_and_stops() -> None:
         finally:
             closed.append(n)
 
-    reader = _Prefetch(endless(), lambda i: i)
+    reader = Prefetch(endless(), lambda i: i)
     assert next(iter(reader)) == 1
     reader.close()  # the consumer failed: the reader thread stops and closes its source
     assert closed and closed[0] <= 4
 
 
-def check_late_fallback_changes_nothing(root: Path, url: str, validator, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+def check_late_fallback_changes_nothing(root: Path, url: str, validator, caplog) -> None:  # type: ignore[no-untyped-def]
     """A quote across lines near the end of a file of several MiB-blocks: the columnar
     reader has handed out (and the pipeline validated and staged) chunks before it gives
     up; the exact reader's second pass must give what it gives alone."""
     import logging
-
-    import govbank.ingest.run
 
     n = 30_000  # ≈ 3.9 MB: Arrow hands out two 1 MiB blocks before it meets the quote
     rows = _elic_rows(n).splitlines(keepends=True)
     rows[n - 10] = rows[n - 10].replace(f"|温州某某鞋业有限公司{n - 10}|", '|"温州某某\n鞋业有限公司"|')
     data = (ELIC_HEAD + "".join(rows)).encode("gb18030")
     staged = []
-    real_staged_columns = govbank.ingest.run._staged_columns
 
-    def counting(*args):  # type: ignore[no-untyped-def]
-        out = real_staged_columns(*args)
-        staged.append(len(out))
-        return out
+    def counting(point: str, file_name: str, rows: int) -> None:
+        if point == "staged" and file_name.startswith("ELIC"):
+            staged.append(rows)
 
-    monkeypatch.setattr(govbank.ingest.run, "_staged_columns", counting)
     seen = []
     for exact_only in (False, True):
         staged.clear()
-        if exact_only:
-            monkeypatch.setattr(govbank.ingest.run, "read_delimited_fast", govbank.ingest.run.read_delimited)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="govbank.ingest.run"):
-            seen.append(_load_once(root / f"exact{exact_only}", url, validator, data, 1000, 3000))
+            seen.append(_load_once(
+                root / f"exact{exact_only}", url, validator, data, 1000, 3000,
+                fast_reader=not exact_only, hook=counting,
+            ))
         fell_back = "read again by the exact reader" in caplog.text
         assert fell_back is not exact_only
         # the first attempt validated and staged its chunks before giving up
@@ -469,26 +465,27 @@ def check_late_fallback_changes_nothing(root: Path, url: str, validator, monkeyp
     assert statuses[1][1] == n and len(facts) == statuses[1][2] >= n - 1
 
 
-def check_late_fallback_takes_early_rows_back(root: Path, url: str, validator, monkeypatch) -> list:  # type: ignore[no-untyped-def]
+def check_late_fallback_takes_early_rows_back(root: Path, url: str, validator) -> list:  # type: ignore[no-untyped-def]
     """Batches of the columnar reader's attempt went into the fact table early (PostgreSQL)
     before it met a quote across lines: the exact reader's pass starts from nothing, so
     B5, sent twice, is refused in both occurrences. Returns the EarlyInsert objects used."""
 
-    used = _record_early(monkeypatch)
+    recorded, used = _record_early()
     n = 60_000
     rows = _elic_rows(n).splitlines(keepends=True)
     rows[n - 10] = rows[n - 10].replace(f"|温州某某鞋业有限公司{n - 10}|", '|"温州某某\n鞋业有限公司"|')
     rows[n - 20] = rows[5].replace("温州某某鞋业有限公司5", "温州某某鞋业有限公司5再")  # B5, line 59,982
-    statuses, errors, facts = _load_once(root, url, validator, (ELIC_HEAD + "".join(rows)).encode("gb18030"), 1000, 3000)
+    data = (ELIC_HEAD + "".join(rows)).encode("gb18030")
+    statuses, errors, facts = _load_once(root, url, validator, data, 1000, 3000, early_insert=recorded)
     assert statuses[1][:2] == ("partially_accepted", n)
     assert [(e[0], e[2]) for e in errors if e[2] == "DUPLICATE_KEY"] == [(7, "DUPLICATE_KEY"), (n - 18, "DUPLICATE_KEY")]
     assert "B5" not in {f[0] for f in facts} and len(facts) == statuses[1][2]
     return used
 
 
-def test_late_fallback_takes_early_rows_back_on_sqlite(tmp_path: Path, warehouse_url: str, validator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    assert check_late_fallback_takes_early_rows_back(tmp_path, warehouse_url, validator, monkeypatch) == []
+def test_late_fallback_takes_early_rows_back_on_sqlite(tmp_path: Path, warehouse_url: str, validator) -> None:  # type: ignore[no-untyped-def]
+    assert check_late_fallback_takes_early_rows_back(tmp_path, warehouse_url, validator) == []
 
 
-def test_late_fallback_changes_nothing(tmp_path: Path, warehouse_url: str, validator, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
-    check_late_fallback_changes_nothing(tmp_path, warehouse_url, validator, monkeypatch, caplog)
+def test_late_fallback_changes_nothing(tmp_path: Path, warehouse_url: str, validator, caplog) -> None:  # type: ignore[no-untyped-def]
+    check_late_fallback_changes_nothing(tmp_path, warehouse_url, validator, caplog)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from govbank.config.contracts import load_contracts
 from govbank.config.settings import DEFAULT_CONTRACTS_DIR, Settings
 from govbank.domain.datasets import Dataset
-from govbank.ingest.load import merge_elicense_biz, merge_outlets, stage, sync_banks
+from govbank.ingest.merge import merge_elicense_biz, merge_outlets, sync_banks
 from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
 from govbank.warehouse.db import DASHBOARD_ROLE, WRITER_ROLE, downgrade, make_engine, upgrade
@@ -89,28 +89,28 @@ def test_resent_unchanged_record_keeps_provenance_on_postgres(pg_url: str) -> No
 
 
 def test_chunking_changes_nothing_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path, validator
 ) -> None:
     """Several chunks per GX batch, staged by the writer thread a few at a time."""
     from tests.test_pipeline import check_chunking_changes_nothing
 
     fresh_pg(pg_url).dispose()
-    check_chunking_changes_nothing(tmp_path, pg_url, validator, monkeypatch)
+    check_chunking_changes_nothing(tmp_path, pg_url, validator)
 
 
 def test_late_fallback_changes_nothing_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch,
+    pg_url: str, tmp_path: Path, validator,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Chunks staged by the writer thread before the columnar reader gives up are not merged."""
     from tests.test_pipeline import check_late_fallback_changes_nothing
 
     fresh_pg(pg_url).dispose()
-    check_late_fallback_changes_nothing(tmp_path, pg_url, validator, monkeypatch, caplog)
+    check_late_fallback_changes_nothing(tmp_path, pg_url, validator, caplog)
 
 
 def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path, validator
 ) -> None:
     """Rows of new keys reach the fact table while the file is checked; rows of known
     keys (an update, a key seen earlier in the file) wait for the merge; an early row
@@ -118,7 +118,7 @@ def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-de
     from tests.test_pipeline import check_early_inserts
 
     fresh_pg(pg_url).dispose()
-    first, second = check_early_inserts(tmp_path, pg_url, validator, monkeypatch)
+    first, second = check_early_inserts(tmp_path, pg_url, validator)
     assert (first.rows, first.refused, first.staged) == (10, 0, 0)
     # batches 1-2 go in by plain INSERTs (19 rows: N3 is invalid; D1 among them); the
     # index refuses batch 3 (B5, B7 known), so from there known keys are set aside
@@ -129,21 +129,21 @@ def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-de
 
 
 def test_repeats_with_refused_rows_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path, validator
 ) -> None:
     """All valid rows go in early, so the duplicate check looks only at the keys of
     refused lines: it still refuses every occurrence, as SQLite's full grouping does."""
     from tests.test_pipeline import check_repeats_with_refused_rows
 
     fresh_pg(pg_url).dispose()
-    (early,) = check_repeats_with_refused_rows(tmp_path, pg_url, validator, monkeypatch)
+    (early,) = check_repeats_with_refused_rows(tmp_path, pg_url, validator)
     # 120 rows: 3 bad IDs, and line 12 refused by GX (N10 repeats within its batch);
     # N4 of line 27 went in early and was taken back
     assert early.complete and early.rows == 116
 
 
 def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path, validator
 ) -> None:
     """An early row whose key comes back in a later batch is taken back (the full
     duplicate check runs: a batch was refused); taking back early rows never touches a
@@ -151,7 +151,7 @@ def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
     from tests.test_pipeline import check_known_and_repeated_keys
 
     fresh_pg(pg_url).dispose()
-    first, second, third = check_known_and_repeated_keys(tmp_path, pg_url, validator, monkeypatch)
+    first, second, third = check_known_and_repeated_keys(tmp_path, pg_url, validator)
     # D7 of batch 1 went in early (then taken back); its return in batch 2 was staged
     assert (second.refused, second.staged, second.rows) == (1, 1, 49) and not second.complete
     # B3 is known: both occurrences staged (batches 1 and 3), the other 48 rows early
@@ -159,7 +159,7 @@ def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
 
 
 def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path
 ) -> None:
     """The suite is configuration: with ELIC's uniqueness expectation taken out, a key
     twice in one batch reaches the early insert. After a refused batch it is set aside
@@ -178,7 +178,7 @@ def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type
             ]
         (suites / path.name).write_text(json.dumps(data, ensure_ascii=False), "utf-8")
     fresh_pg(pg_url).dispose()
-    ctx, inbox, used = _early_context(tmp_path / "site", pg_url, Validator(suites), monkeypatch)
+    ctx, inbox, used = _early_context(tmp_path / "site", pg_url, Validator(suites))
     drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
     assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
     rows = [(f"N{i}", f"二号{i}") for i in range(60)]  # 2 refused: under the 5 % threshold
@@ -195,7 +195,7 @@ def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type
 
 
 def test_late_fallback_takes_early_rows_back_on_postgres(  # type: ignore[no-untyped-def]
-    pg_url: str, tmp_path: Path, validator, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, tmp_path: Path, validator
 ) -> None:
     """The columnar reader's attempt put batches into the fact table early before it met
     a quote across lines: its savepoint takes them back and the exact reader's pass
@@ -203,7 +203,7 @@ def test_late_fallback_takes_early_rows_back_on_postgres(  # type: ignore[no-unt
     from tests.test_pipeline import check_late_fallback_takes_early_rows_back
 
     fresh_pg(pg_url).dispose()
-    first_attempt, exact = check_late_fallback_takes_early_rows_back(tmp_path, pg_url, validator, monkeypatch)
+    first_attempt, exact = check_late_fallback_takes_early_rows_back(tmp_path, pg_url, validator)
     assert first_attempt.rows > 0 and exact.rows > 0, (first_attempt.rows, exact.rows)
 
 
@@ -703,8 +703,8 @@ def _race(url: str, work, n: int = 2) -> list[BaseException | None]:  # type: ig
 
 
 def test_racing_loads_of_the_same_data_load_it_once(logins: dict[str, Login], pg_url: str) -> None:
-    """Two loads of the same staged rows, as the writer role, each COPYing into staging
-    and then merging at the same moment: no row twice, no error."""
+    """Two loads of the same staged rows, as the writer role, each COPYing into its
+    temporary staging and then merging at the same moment: no row twice, no error."""
     url = logins[WRITER_ROLE].url
     fresh_pg(pg_url).dispose()
     engine = make_engine(url)
@@ -751,15 +751,17 @@ def test_racing_loads_of_the_same_data_load_it_once(logins: dict[str, Login], pg
         for i in range(3000)
     ]
 
+    from tests.test_load import _staged
+
     def load_outlets(conn, i, barrier) -> None:  # type: ignore[no-untyped-def]
-        stage(conn, stg_outlet, f"race-outlet-{i}", outlets)
+        tmp = _staged(conn, stg_outlet, tuple(outlets[0]), outlets, f"race{i}")
         barrier.wait()
-        merge_outlets(conn, f"race-outlet-{i}", "WZB", day, "OUTLET_WZB_20230601.txt")
+        merge_outlets(conn, tmp, "WZB", day, "OUTLET_WZB_20230601.txt")
 
     def load_facts(conn, i, barrier) -> None:  # type: ignore[no-untyped-def]
-        stage(conn, stg_elicense_biz, f"race-elic-{i}", facts)
+        tmp = _staged(conn, stg_elicense_biz, tuple(facts[0]), facts, f"race{i}")
         barrier.wait()
-        merge_elicense_biz(conn, f"race-elic-{i}")
+        merge_elicense_biz(conn, tmp)  # the banks found in staging, each locked
 
     assert _race(url, load_outlets) == [None, None]
     assert _race(url, load_facts) == [None, None]

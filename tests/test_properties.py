@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from govbank.config.contracts import AmountUnit, FeedContract
 from govbank.domain.datasets import FIELDS, Dataset, field_names
 from govbank.domain.errors import BankInputError
+from govbank.ingest.answer import ReceiptError, excel_safe, rejects_csv
 from govbank.ingest.discover import parse_file_name, parse_ok
 from govbank.ingest.normalise import normalise_chunk, parse_date, parse_number, to_yuan
 from govbank.ingest.read import (
@@ -29,7 +30,6 @@ from govbank.ingest.read import (
     read_delimited_fast,
     read_xlsx,
 )
-from govbank.ingest.receipts import ReceiptError, excel_safe, rejects_csv
 from tests.corpus import xlsx
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")

@@ -1,8 +1,13 @@
-"""The two bank datasets of bank-files.md v1: canonical fields and default headers."""
+"""The two bank datasets of bank-files.md v1: canonical fields, default headers, and
+one :class:`DatasetSpec` each saying how the ingest run stages, checks and merges it.
+
+Adding a dataset is adding a spec here, a suite, a table and its migration.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -62,6 +67,85 @@ ENUMS: dict[tuple[Dataset, str], tuple[str, ...]] = {
     (Dataset.ELIC, "biz_type"): BIZ_TYPES,
     (Dataset.ELIC, "status"): BIZ_STATUSES,
 }
+
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the ingest run knows about one dataset; it asks this instead of branching.
+
+    Tables and the merge are named, not imported: the domain stays below the warehouse
+    and the ingest layer, which look them up (``warehouse.schema``, ``ingest.merge.MERGES``).
+    """
+
+    dataset: Dataset
+    fields: tuple[Field, ...]
+    key_field: str  # one row per key in a file; a key sent twice is refused in every row
+    staged: tuple[str, ...]  # the staging table's columns, in order
+    staging_table: str  # template of the temporary staging tables (its column types)
+    target_table: str  # what the merge writes; its merge lock is named after it
+    merge: str  # key of ingest.merge.MERGES
+    suite: str  # expectation suite name (validate.validator.SUITE_FILES)
+    numeric: frozenset[str] = frozenset()  # float columns in the GX frame, not decimal text
+    frame_skip: frozenset[str] = frozenset()  # personal and checked by no expectation
+    renames: Mapping[str, str] = field(default_factory=dict)  # normalised field -> staged column
+    pseudonyms: Mapping[str, str] = field(default_factory=dict)  # staged column -> personal field
+    bank_column: str | None = None  # staged column filled with the file's bank code
+    line_column: str | None = None  # staged column holding the file line
+    row_rules: tuple[str, ...] = ()  # extra per-chunk rules (ingest.checks.ROW_RULES)
+    snapshot: bool = False  # a full snapshot: a refused key still counts as sent
+    early_insert: bool = False  # rows may reach the target while the file is checked
+
+    @property
+    def staged_from(self) -> dict[str, str]:
+        """Staged column -> the normalised field it is taken from."""
+        return {staged: name for name, staged in self.renames.items()}
+
+
+SPECS: dict[Dataset, DatasetSpec] = {
+    Dataset.OUTLET: DatasetSpec(
+        dataset=Dataset.OUTLET,
+        fields=FIELDS[Dataset.OUTLET],
+        key_field="outlet_code",
+        staged=(
+            "bank_code", "outlet_code", "outlet_name", "outlet_type", "town_code", "community",
+            "address", "longitude", "latitude", "service_items", "opened_on", "status",
+        ),
+        staging_table="stg_outlet",
+        target_table="dim_outlet",
+        merge="outlet_snapshot",
+        suite="OUTLET",
+        numeric=frozenset({"longitude", "latitude", "service_items"}),
+        bank_column="bank_code",
+        snapshot=True,
+    ),
+    Dataset.ELIC: DatasetSpec(
+        dataset=Dataset.ELIC,
+        fields=FIELDS[Dataset.ELIC],
+        key_field="biz_id",
+        staged=(
+            "biz_id", "biz_type", "uscc", "enterprise_name", "outlet_code", "biz_date",
+            "credit_amount_yuan", "drawn_amount_yuan", "loan_product", "status", "legal_rep_key",
+            "source_line",
+        ),
+        staging_table="stg_elicense_biz",
+        target_table="fact_elicense_biz",
+        merge="elicense_upsert",
+        suite="ELIC",
+        numeric=frozenset({"credit_amount", "drawn_amount"}),
+        frame_skip=frozenset({"legal_rep_name"}),
+        renames={"credit_amount": "credit_amount_yuan", "drawn_amount": "drawn_amount_yuan"},
+        pseudonyms={"legal_rep_key": "legal_rep_id"},
+        line_column="source_line",
+        row_rules=("UNKNOWN_OUTLET",),
+        early_insert=True,
+    ),
+}
+
+
+def spec_of(dataset: Dataset) -> DatasetSpec:
+    return SPECS[dataset]
+
 
 PERSONAL_FIELDS = frozenset(f.name for fs in FIELDS.values() for f in fs if f.personal)
 

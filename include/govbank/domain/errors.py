@@ -7,6 +7,12 @@ raise it and let Airflow retry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from govbank.domain.issues import RowIssue
+
 
 class GovbankError(Exception):
     """Root of every error the package raises on purpose."""
@@ -28,3 +34,22 @@ class BankInputError(GovbankError):
         self.reason_code = reason_code
         self.message_zh = message_zh
         self.detail = detail
+
+
+class FileRejected(BankInputError):
+    """A file refused after its rows were read: its counts and row findings go into the receipt."""
+
+    def __init__(
+        self,
+        reason_code: str,
+        message_zh: str,
+        detail: str = "",
+        *,
+        rows_total: int = 0,
+        issues: Sequence[RowIssue] = (),
+        data_docs: str | None = None,
+    ) -> None:
+        super().__init__(reason_code, message_zh, detail)
+        self.rows_total = rows_total
+        self.issues = list(issues)
+        self.data_docs = data_docs

@@ -6,7 +6,7 @@ import datetime as dt
 
 from govbank.config.contracts import load_contracts
 from govbank.config.settings import Settings
-from govbank.ingest.run import Context
+from govbank.ingest.context import Context
 from govbank.marts.build import rebuild_all
 from govbank.transport import Landing, open_landing
 from govbank.util.clock import today

@@ -1,0 +1,278 @@
+"""What a bank gets back, and what ``etl_file`` / ``etl_reject`` record for it.
+
+A JSON receipt and, when rows were rejected, a rejects CSV go to the bank's outbox; the
+receipt is rebuilt from the warehouse, so a run that died before answering answers the
+same. Personal values are masked before a reject row is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import Connection, insert, select, update
+
+from govbank.domain.datasets import PERSONAL_FIELDS
+from govbank.domain.errors import BankInputError, FileRejected
+from govbank.domain.issues import RowIssue
+from govbank.domain.pseudonym import mask
+from govbank.domain.reasons import message
+from govbank.domain.statuses import LOADED
+from govbank.ingest.context import Context
+from govbank.ingest.intake import Registered, claim, still_in_inbox
+from govbank.transport import RemoteFile
+from govbank.util.clock import iso, now
+from govbank.warehouse.schema import etl_file, etl_reject
+
+STATUS_ZH = {
+    "accepted": "全部接收",
+    "partially_accepted": "部分接收",
+    "rejected": "拒收",
+    "duplicate": "重复文件，未重复入库",
+}
+MAX_ERRORS_IN_RECEIPT = 200
+# what makes Excel (or LibreOffice) read a CSV cell as a formula, full-width forms too
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
+
+
+@dataclass
+class ReceiptError:
+    reason_code: str
+    message: str
+    line: int | None = None
+    field: str | None = None
+    value: str | None = None
+
+
+@dataclass
+class Receipt:
+    file_name: str
+    bank_code: str
+    dataset: str | None
+    business_date: str | None
+    sha256: str
+    size_bytes: int
+    received_at: str
+    processed_at: str
+    status: str
+    rows_total: int
+    rows_loaded: int
+    rows_rejected: int
+    errors: list[ReceiptError] = field(default_factory=list)
+    duplicate_of: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        counts = Counter(e.reason_code for e in self.errors)
+        doc = {
+            "spec": "政银合作数据报送规范 v1",
+            **{k: v for k, v in asdict(self).items() if k != "errors"},
+            "status_zh": STATUS_ZH[self.status],
+            "error_summary": [
+                {"reason_code": c, "message": message(c), "count": n}
+                for c, n in counts.most_common()
+            ],
+            "errors": [asdict(e) for e in self.errors[:MAX_ERRORS_IN_RECEIPT]],
+            "errors_truncated": len(self.errors) > MAX_ERRORS_IN_RECEIPT,
+        }
+        return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def excel_safe(value: object) -> str:
+    """A cell Excel shows as text instead of running it as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def rejects_csv(file_name: str, errors: Iterable[ReceiptError]) -> bytes:
+    """UTF-8 with BOM so Excel opens the Chinese text; every cell formula-proof."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(["文件名", "行号", "字段", "原因代码", "说明", "原值"])
+    for e in errors:
+        writer.writerow(
+            [excel_safe(v) for v in (file_name, e.line or "", e.field or "", e.reason_code, e.message, e.value)]
+        )
+    return "\ufeff".encode() + buf.getvalue().encode("utf-8")
+
+
+@dataclass
+class FileOutcome:
+    file_name: str
+    bank_code: str
+    dataset: str | None
+    status: str
+    rows_total: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    top_reasons: list[tuple[str, int]] = field(default_factory=list)
+    data_docs: str | None = None
+
+    def log_line(self) -> str:
+        reasons = "；".join(f"{c}（{message(c)}）×{n}" for c, n in self.top_reasons) or "无"
+        return (
+            f"bank={self.bank_code} dataset={self.dataset or '-'} file={self.file_name} "
+            f"status={self.status} rows_in={self.rows_total} loaded={self.rows_loaded} "
+            f"rejected={self.rows_rejected} top_reasons: {reasons}"
+        )
+
+
+def _masked(issue: RowIssue) -> str | None:
+    return mask(issue.value) if issue.field in PERSONAL_FIELDS else issue.value
+
+
+def write_rejects(conn: Connection, reg: Registered, file_name: str, issues: Sequence[RowIssue]) -> None:
+    if not issues:
+        return
+    conn.execute(
+        insert(etl_reject),
+        [
+            {
+                "file_id": reg.file_id,
+                "file_name": file_name,
+                "sha256": reg.sha256,
+                "line": i.line,
+                "field": i.field or None,
+                "reason_code": i.reason_code,
+                "message": i.message,
+                "value": _masked(i),
+            }
+            for i in sorted(issues, key=lambda i: (i.line, i.field))
+        ],
+    )
+
+
+def record_loaded(
+    conn: Connection, reg: Registered, file_name: str, issues: Sequence[RowIssue],
+    counts: tuple[int, int, int], warnings: Sequence[str], docs: str | None,
+) -> None:
+    """A file loaded, in its transaction: its rejected rows and its ``etl_file`` row."""
+    rows_total, rows_loaded, rows_rejected = counts
+    write_rejects(conn, reg, file_name, issues)
+    conn.execute(
+        update(etl_file)
+        .where(etl_file.c.file_id == reg.file_id)
+        .values(
+            status="accepted" if rows_rejected == 0 else "partially_accepted",
+            processed_at=now(),
+            rows_total=rows_total,
+            rows_loaded=rows_loaded,
+            rows_rejected=rows_rejected,
+            error="\n".join(warnings) or None,
+            data_docs=docs,
+        )
+    )
+
+
+def record_rejection(ctx: Context, name: str, reg: Registered, err: BankInputError) -> None:
+    """A whole file refused: nothing loaded, every row counted as rejected."""
+    rejected = err if isinstance(err, FileRejected) else FileRejected(err.reason_code, err.message_zh)
+    with ctx.engine.begin() as conn:
+        claim(conn, reg.file_id)
+        write_rejects(conn, reg, name, rejected.issues)
+        conn.execute(
+            insert(etl_reject).values(
+                file_id=reg.file_id,
+                file_name=name,
+                sha256=reg.sha256,
+                line=None,
+                field=None,
+                reason_code=err.reason_code,
+                message=err.message_zh + (f"（{err.detail}）" if err.detail else ""),
+            )
+        )
+        conn.execute(
+            update(etl_file)
+            .where(etl_file.c.file_id == reg.file_id)
+            .values(
+                status="rejected",
+                processed_at=now(),
+                rows_total=rejected.rows_total,
+                rows_loaded=0,
+                rows_rejected=rejected.rows_total,
+                error=f"{err.reason_code}: {err.message_zh}",
+                data_docs=rejected.data_docs,
+            )
+        )
+
+
+def receipt_for(conn: Connection, file_id: int) -> tuple[Receipt, list[ReceiptError]]:
+    """The receipt as the warehouse records the file: the same whichever run answers."""
+    f = conn.execute(select(etl_file).where(etl_file.c.file_id == file_id)).one()
+    errors = [
+        ReceiptError(r.reason_code, r.message, r.line, r.field, r.value)
+        for r in conn.execute(
+            select(etl_reject)
+            .where(etl_reject.c.file_id == file_id)
+            .order_by(etl_reject.c.line.is_not(None), etl_reject.c.line, etl_reject.c.reject_id)
+        )
+    ]
+    receipt = Receipt(
+        file_name=f.file_name,
+        bank_code=f.bank_code,
+        dataset=f.dataset,
+        business_date=f.business_date.isoformat() if f.business_date else None,
+        sha256=f.sha256,
+        size_bytes=f.size_bytes,
+        received_at=iso(f.received_at),
+        processed_at=iso(f.processed_at),
+        status=f.status,
+        rows_total=f.rows_total,
+        rows_loaded=f.rows_loaded,
+        rows_rejected=f.rows_rejected,
+        errors=errors,
+        warnings=f.error.split("\n") if f.status in LOADED and f.error else [],
+    )
+    return receipt, errors
+
+
+def _answered(ctx: Context, file_id: int) -> None:
+    with ctx.engine.begin() as conn:
+        conn.execute(update(etl_file).where(etl_file.c.file_id == file_id).values(answered_at=now()))
+
+
+def answer(ctx: Context, bank_code: str, name: str, file_id: int, ok: RemoteFile) -> FileOutcome:
+    with ctx.engine.connect() as conn:
+        receipt, errors = receipt_for(conn, file_id)
+        docs = conn.execute(select(etl_file.c.data_docs).where(etl_file.c.file_id == file_id)).scalar_one()
+    deliver(ctx, bank_code, name, receipt, errors, ok)
+    _answered(ctx, file_id)
+    counts = Counter(e.reason_code for e in errors)
+    return FileOutcome(
+        name, bank_code, receipt.dataset, receipt.status, receipt.rows_total,
+        receipt.rows_loaded, receipt.rows_rejected, counts.most_common(3), docs,
+    )
+
+
+def answer_duplicate(ctx: Context, bank_code: str, name: str, reg: Registered, ok: RemoteFile) -> FileOutcome:
+    if not still_in_inbox(ctx, bank_code, name):
+        # a concurrent run answered this very upload: do not overwrite its receipt
+        _answered(ctx, reg.file_id)
+        return FileOutcome(name, bank_code, None, "taken_by_another_run")
+    with ctx.engine.connect() as conn:
+        receipt, _ = receipt_for(conn, reg.file_id)
+        dup = conn.execute(select(etl_file.c.duplicate_of).where(etl_file.c.file_id == reg.file_id)).scalar_one()
+        original, _ = receipt_for(conn, dup)
+    receipt.duplicate_of = {
+        "file_name": original.file_name,
+        "status": original.status,
+        "processed_at": original.processed_at,
+        "rows_loaded": original.rows_loaded,
+    }
+    deliver(ctx, bank_code, name, receipt, [], ok)
+    _answered(ctx, reg.file_id)
+    return FileOutcome(name, bank_code, receipt.dataset, "duplicate")
+
+
+def deliver(
+    ctx: Context, bank_code: str, name: str, receipt: Receipt, errors: list[ReceiptError], ok: RemoteFile
+) -> None:
+    """Receipt first, then the inbox is cleared: a crash in between re-answers, never loses."""
+    if errors:
+        ctx.landing.write_outbox(bank_code, f"{name}.rejects.csv", rejects_csv(name, errors))
+    ctx.landing.write_outbox(bank_code, f"{name}.receipt.json", receipt.to_json())
+    ctx.landing.remove_inbox(bank_code, [name, ok.name])
