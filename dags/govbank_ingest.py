@@ -4,8 +4,8 @@
 Daily (08:00 Asia/Shanghai) and on demand. For **each bank** (a mapped task group,
 one instance per bank) `wait_for_files` waits in reschedule mode (no worker slot held)
 until complete files are in the bank's inbox or the contract's deadline passes; a bank
-that is past its deadline and its cadence fails that sensor, which alerts (log, and the
-`govbank_alert_webhook` connection when configured) and shows in `mart_bank_freshness`,
+that is past its deadline and its cadence fails that sensor, which alerts the operators (every task's failure goes through
+the Apprise notifier of the `govbank_alerts` connection) and shows in `mart_bank_freshness`,
 without holding the other banks back. `ingest_bank` then takes every complete file
 from the bank's `inbox/` (a data file counts once its `.ok` exists), in business-date
 order, OUTLET before ELIC of the same day, and runs the stages of the `govbank`
@@ -36,7 +36,6 @@ import pendulum
 from airflow.sdk import Asset, PokeReturnValue, dag, task, task_group
 
 from govbank.config.settings import ASSET_BANK_FILES
-from govbank.orchestration.airflow_support import alert_late_bank
 from govbank.orchestration.notify import failure_notifier
 
 BANK_FILES = Asset(ASSET_BANK_FILES)
@@ -81,7 +80,6 @@ def govbank_ingest():
             timeout=24 * 3600,
             retries=0,
             execution_timeout=pendulum.duration(minutes=10),
-            on_failure_callback=alert_late_bank,
             map_index_template="{{ bank_code }}",
         )
         def wait_for_files(bank_code: str, logical_date=None) -> PokeReturnValue:  # type: ignore[no-untyped-def]
@@ -90,7 +88,7 @@ def govbank_ingest():
 
             from govbank.config.contracts import load_contracts
             from govbank.orchestration.airflow_support import settings
-            from govbank.orchestration.alerts import check_bank
+            from govbank.orchestration.readiness import check_bank
             from govbank.transport import open_landing
             from govbank.warehouse.db import make_engine
 

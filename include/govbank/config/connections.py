@@ -21,7 +21,7 @@ DASHBOARD_CONN_ID = "govbank_dashboard"
 SFTP_CONN_ID = "govbank_sftp"
 ELICENSE_API_CONN_ID = "govbank_elicense_api"
 PSEUDONYM_CONN_ID = "govbank_pseudonym"
-ALERT_WEBHOOK_CONN_ID = "govbank_alert_webhook"
+ALERTS_CONN_ID = "govbank_alerts"
 
 CONNECTIONS: tuple[ConnectionSpec, ...] = (
     ConnectionSpec(WAREHOUSE_CONN_ID, "postgres", "the warehouse, as the pipeline's writer role"),
@@ -38,7 +38,11 @@ CONNECTIONS: tuple[ConnectionSpec, ...] = (
     ),
     ConnectionSpec(PSEUDONYM_CONN_ID, "generic", "password = the HMAC key that pseudonymises IDs"),
     ConnectionSpec(
-        ALERT_WEBHOOK_CONN_ID, "http", "late-bank alerts; an empty host means log only", False
+        ALERTS_CONN_ID,
+        "apprise",
+        "operator alerts through Apprise (extra.config.path: dingtalk://, wecombot://, mailtos:// URLs);"
+        " no URL means log only",
+        False,
     ),
 )
 

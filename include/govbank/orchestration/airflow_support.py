@@ -6,7 +6,7 @@ itself keeps importing without it. Secrets are read here and never logged.
 
 from __future__ import annotations
 
-from govbank.config.connections import ALERT_WEBHOOK_CONN_ID, PSEUDONYM_CONN_ID
+from govbank.config.connections import PSEUDONYM_CONN_ID
 from govbank.config.settings import Settings
 
 
@@ -41,22 +41,3 @@ def pseudonym_key() -> bytes:
         return check_key(conn.password)
     return key_from_env()
 
-
-def webhook_url() -> str | None:
-    """The alert webhook from its connection; none configured means log only."""
-    conn = _connection(ALERT_WEBHOOK_CONN_ID)
-    if conn is None or not conn.host:
-        return None
-    host = conn.host if "://" in conn.host else f"{conn.schema or 'https'}://{conn.host}"
-    port = f":{conn.port}" if conn.port else ""
-    return host.rstrip("/") + port + (conn.extra_dejson.get("endpoint") or "")
-
-
-def alert_late_bank(context) -> None:  # type: ignore[no-untyped-def]
-    """on_failure_callback of the wait sensor: a bank missed its deadline."""
-    from govbank.orchestration.alerts import send_alert
-
-    exc = context.get("exception")
-    ti = context.get("ti") or context.get("task_instance")
-    where = f"{ti.dag_id}.{ti.task_id}[{ti.map_index}]" if ti is not None else "govbank_ingest"
-    send_alert(f"{exc or 'a bank is late'} ({where})", webhook_url())

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from govbank.config.connections import ALERTS_CONN_ID
+
 log = logging.getLogger(__name__)
 
-ALERTS_CONN_ID = "govbank_alerts"
 MAX_REASON_CHARS = 600  # robots refuse long texts; the task log has the rest
 
 
@@ -44,13 +45,21 @@ def alert(text: str, *, title: str = "govbank 告警") -> bool:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        Connection.get(ALERTS_CONN_ID)
+        conn = Connection.get(ALERTS_CONN_ID)
     except AirflowNotFoundException:
-        log.info("no %s connection: the alert is only in this log", ALERTS_CONN_ID)
+        conn = None
+    if conn is None or not _has_url(conn.extra_dejson.get("config")):
+        log.info("no URL in the %s connection: the alert is only in this log", ALERTS_CONN_ID)
         return False
     notifier = AppriseNotifier(body=text, title=title, apprise_conn_id=ALERTS_CONN_ID)
     notifier.notify({})
     return True
+
+
+def _has_url(config: Any) -> bool:
+    """Whether the connection's Apprise config names at least one service."""
+    entries = config if isinstance(config, list) else [config]
+    return any(isinstance(e, dict) and str(e.get("path") or "").strip() for e in entries)
 
 
 def failure_notifier(context: Mapping[str, Any]) -> None:

@@ -1,7 +1,7 @@
-"""Late-bank alerts: always logged, and posted to a webhook when one is configured.
+"""Has a bank sent what its contract says, by its deadline? The rule behind the wait sensor.
 
-A failed webhook never fails the pipeline: the alert is in the log and the lateness
-is in ``mart_bank_freshness`` either way.
+A late bank fails the sensor; the sensor's failure goes to the operators through the
+DAG's notifier (``orchestration.notify``) and the lateness shows in ``mart_bank_freshness``.
 """
 
 from __future__ import annotations
@@ -63,18 +63,3 @@ def check_bank(
         f"expected every {every} day(s))",
     )
 
-
-def send_alert(text: str, webhook_url: str | None, *, timeout: float = 10.0) -> bool:
-    """Log the alert; POST it as JSON to the webhook when one is configured."""
-    log.warning("ALERT %s", text)
-    if not webhook_url:
-        return False
-    import requests
-
-    try:
-        resp = requests.post(webhook_url, json={"text": text, "source": "govbank"}, timeout=timeout)
-        resp.raise_for_status()
-    except requests.RequestException as exc:
-        log.error("alert webhook failed (%s); the alert is in this log", type(exc).__name__)
-        return False
-    return True

@@ -1,11 +1,8 @@
-"""Late banks: the readiness rule, and the alert over a real webhook on loopback."""
+"""Late banks: the readiness rule behind the wait sensor."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -13,7 +10,7 @@ import pytest
 from sqlalchemy import insert
 
 from govbank.config.contracts import load_contracts
-from govbank.orchestration.alerts import check_bank, send_alert
+from govbank.orchestration.readiness import check_bank
 from govbank.transport.local import LocalLanding
 from govbank.warehouse.db import make_engine
 from govbank.warehouse.schema import etl_file
@@ -61,31 +58,3 @@ def test_weekly_bank_within_its_cadence_is_not_late(setup) -> None:  # type: ign
     _loaded(engine, "WZB", dt.date(2023, 6, 12))
     assert check_bank(landing, engine, contracts["WZB"], "WZB", DAY, night).late
 
-
-def test_alert_reaches_the_webhook(caplog: pytest.LogCaptureFixture) -> None:
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/alerts"
-        assert send_alert("bank WZB is late", url) is True
-        assert received == [{"text": "bank WZB is late", "source": "govbank"}]
-        # no webhook: logged only; a dead webhook: logged, never raised
-        assert send_alert("bank X is late", None) is False
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert send_alert("bank Y is late", url, timeout=2) is False
-    text = caplog.text
-    assert "bank X is late" in text and "bank Y is late" in text and "alert webhook failed" in text
