@@ -63,7 +63,7 @@ def govbank_elicense():
         from govbank.elicense import pull_usages as pull
         from govbank.marts.asof import as_of_extra
         from govbank.orchestration.airflow_support import settings
-        from govbank.validate.validator import Validator
+        from govbank.validate import Validator
         from govbank.warehouse.db import make_engine
 
         s = settings()

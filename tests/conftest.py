@@ -38,7 +38,7 @@ def warehouse_url(tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def validator(tmp_path_factory: pytest.TempPathFactory):
     """One Great Expectations context for the session: building it costs seconds."""
-    from govbank.validate.validator import Validator
+    from govbank.validate import Validator
 
     return Validator(ROOT / "expectations", tmp_path_factory.mktemp("data_docs"))
 

@@ -51,7 +51,7 @@ UPDATABLE = (
 
 
 class Validator(Protocol):
-    """What :class:`govbank.validate.validator.Validator` offers (the USAGE suite in expectations/)."""
+    """What :class:`govbank.validate.Validator` offers (the USAGE suite in expectations/)."""
 
     def validate(self, dataset: str, frame: Any, *, run_name: str, **options: Any) -> Any: ...
 

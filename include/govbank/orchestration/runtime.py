@@ -17,7 +17,7 @@ def build_context(
     settings: Settings, pseudonym_key: bytes, landing: Landing | None = None
 ) -> Context:
     def validator():  # type: ignore[no-untyped-def]
-        from govbank.validate.validator import Validator  # great_expectations: seconds to import
+        from govbank.validate import Validator  # great_expectations: seconds to import
 
         return Validator(settings.expectations_dir, settings.data_docs_dir)
 
