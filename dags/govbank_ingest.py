@@ -84,6 +84,7 @@ def govbank_ingest():
         )
         def wait_for_files(bank_code: str, logical_date=None) -> PokeReturnValue:  # type: ignore[no-untyped-def]
             """Free the worker slot between pokes; fail (and alert) only past the deadline."""
+            from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowSensorTimeout
 
             from govbank.config.contracts import load_contracts
@@ -92,6 +93,7 @@ def govbank_ingest():
             from govbank.transport import open_landing
             from govbank.warehouse.db import make_engine
 
+            get_current_context()["bank_code"] = bank_code  # what map_index_template names
             s = settings()
             landing = open_landing(s.landing_dir, s.sftp_conn_id)
             engine = make_engine(s.warehouse_url)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from govbank_dev.demo import DemoDrop, build_demo, write_drop
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -30,8 +31,12 @@ def _json(out: str) -> list[dict]:
 def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) -> None:
     contracts = tmp_path / "contracts"
     contracts.mkdir()
-    shutil.copy(ROOT / "include" / "contracts" / "ICBCOH.yaml", contracts)  # expects files weekly
-    (tmp_path / "landing" / "ICBCOH" / "inbox").mkdir(parents=True)  # ... and sent none
+    for bank in ("ICBCOH", "WZB"):  # both expect files weekly
+        shutil.copy(ROOT / "include" / "contracts" / f"{bank}.yaml", contracts)
+    (tmp_path / "landing" / "ICBCOH" / "inbox").mkdir(parents=True)  # ICBCOH sent none
+    drop = build_demo()
+    drop = DemoDrop(drop.seed, drop.as_of, {"WZB": drop.banks["WZB"]})  # WZB sent its files
+    write_drop(drop, tmp_path / "landing")
     env = {
         **os.environ,
         "GOVBANK_LOCAL_DIR": str(tmp_path),
@@ -49,12 +54,16 @@ def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) ->
     states = _airflow(f"airflow tasks states-for-dag-run govbank_ingest '{run['run_id']}' -o json", env)
     assert states.returncode == 0, states.stderr[-3000:]
     by_task = {(t["task_id"], str(t.get("map_index") or "")): t["state"] for t in _json(states.stdout)}
-    assert by_task.get(("bank.wait_for_files", "0")) == "failed", by_task  # the late bank's sensor
+    assert by_task.get(("bank.wait_for_files", "0")) == "failed", by_task  # ICBCOH: late
     assert by_task[("bank.ingest_bank", "0")] == "success"  # whatever came is still answered
+    assert by_task[("bank.wait_for_files", "1")] == "success", by_task  # WZB: on time
+    assert by_task[("bank.ingest_bank", "1")] == "success"
     assert by_task.get(("all_banks_ingested", "")) == "failed", by_task
     assert by_task[("publish", "")] == "success"
     log = (tmp_path / "airflow" / "ingest.log").read_text(encoding="utf-8", errors="replace")
     assert "late (no complete files by the deadline): ICBCOH" in log
+    assert "WZB" not in log.split("late (no complete files by the deadline):")[1].splitlines()[0]
+    assert not list((tmp_path / "landing" / "WZB" / "inbox").iterdir())  # every WZB file answered
 
     marts = _airflow("airflow dags test govbank_marts 2023-06-15 > $AIRFLOW_HOME/marts.log 2>&1", env)
     assert marts.returncode == 0, (tmp_path / "airflow" / "marts.log").read_text()[-3000:]
