@@ -12,7 +12,9 @@ Two FastAPI apps from ``govbank.dashboard`` are mounted in Airflow's API server:
   with the dashboard role only.
 
 Both ask Airflow's auth manager who the user is (the UI's session cookie, or a bearer
-token) and send anonymous visitors to Airflow's login page.
+token) and whether they may see the site; anonymous visitors go to Airflow's login page.
+Every response carries the security headers; Airflow's own origin may frame them (the
+UI shows plugin pages in an iframe), no other.
 """
 
 from __future__ import annotations
@@ -29,27 +31,50 @@ DASHBOARD_PREFIX = "/govbank/dashboard"
 
 
 class AirflowGate:
-    """Airflow's own login in front of the govbank pages."""
+    """Airflow's own login in front of the govbank pages, through the public auth manager
+    interface only: ``get_auth_manager()``, its ``get_user_from_token`` (the UI's
+    ``_token`` cookie, or a bearer token) and ``is_authorized_view``.
+
+    Who may look: whoever may see Airflow's website read-only (the Viewer role and up);
+    a user the auth manager knows without that right gets 403, not the login page.
+    """
+
+    def __init__(self, auth_manager: Any = None) -> None:
+        self._auth_manager = auth_manager  # a seam for tests; Airflow's own otherwise
+
+    def auth_manager(self) -> Any:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return self._auth_manager or get_auth_manager()
 
     async def user(self, request: Any) -> str | None:
-        from airflow.api_fastapi.core_api.security import get_user
+        from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+        from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
         from fastapi import HTTPException
-        from fastapi.security import HTTPAuthorizationCredentials
+        from jwt import InvalidTokenError
 
-        bearer = None
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            bearer = HTTPAuthorizationCredentials(scheme="Bearer", credentials=header[7:].strip())
-        try:
-            user = await get_user(request, None, bearer)
-        except HTTPException:
+            token = header[7:].strip()  # an explicit credential wins, as in Airflow's API
+        else:
+            token = request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+        if not token:
             return None
+        manager = self.auth_manager()
+        try:
+            user = await manager.get_user_from_token(token)
+        except InvalidTokenError:  # expired, revoked, forged
+            return None
+        if not manager.is_authorized_view(access_view=AccessView.WEBSITE, user=user):
+            raise HTTPException(status_code=403, detail="no access to the govbank pages")
         return user.get_name()
 
     def login_url(self, request: Any) -> str:
-        from airflow.api_fastapi.app import get_auth_manager
+        return self.auth_manager().get_url_login(next_url=str(request.url))
 
-        return get_auth_manager().get_url_login(next_url=str(request.url))
+    def form_token(self, request: Any) -> str | None:
+        """No forms: Airflow's own UI logs out."""
+        return None
 
     def install(self, app: Any) -> None:
         """Airflow has the login form; nothing to add."""
@@ -137,12 +162,14 @@ def _apps() -> list[dict[str, Any]]:
     gate = AirflowGate()
     return [
         {
-            "app": create_data_docs_app(_data_docs_dir, _warehouse_engine, gate, _task_scope),
+            "app": create_data_docs_app(
+                _data_docs_dir, _warehouse_engine, gate, _task_scope, embedded=True
+            ),
             "url_prefix": DATA_DOCS_PREFIX,
             "name": "govbank Data Docs",
         },
         {
-            "app": create_dashboard_app(_dashboard_engine, gate, logout=False),
+            "app": create_dashboard_app(_dashboard_engine, gate, logout=False, embedded=True),
             "url_prefix": DASHBOARD_PREFIX,
             "name": "govbank dashboard",
         },

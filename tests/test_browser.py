@@ -34,7 +34,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from govbank.dashboard import PasswordGate, fmt
+from govbank.dashboard import fmt
+from govbank.dashboard.auth import SessionStore
 from govbank.dashboard.data import HEADLINE, SECONDARY, make_dashboard_engine, readonly_sqlite_url
 from govbank.dashboard.offline import CDN_FILES, asset_path, offline_html
 from govbank.warehouse.schema import etl_reject, mart_kpi
@@ -112,13 +113,18 @@ def test_data_docs_pages_are_rewritten_to_load_nothing_remote() -> None:
     assert asset_path("../settings.py") is None
 
 
-def test_dashboard_sessions_are_signed_and_expire() -> None:
-    gate = PasswordGate("district", "a-password", secret=b"k" * 32, max_age=60)
-    value = gate.session_value("district", now=1000.0)
-    assert gate.check(value, now=1030.0) == "district"
-    assert gate.check(value, now=1061.0) is None  # expired
-    assert gate.check(value[:-2] + "xx", now=1030.0) is None  # tampered
-    assert PasswordGate("district", "a-password").check(value, now=1030.0) is None  # other key
+def test_dashboard_sessions_expire_and_end() -> None:
+    now = [1000.0]
+    sessions = SessionStore(60, clock=lambda: now[0])
+    value = sessions.create("district")
+    now[0] = 1030.0
+    assert sessions.get(value).user == "district"
+    assert sessions.get(value[:-2] + "xx") is None  # tampered
+    assert SessionStore(60, clock=lambda: now[0]).get(value) is None  # another server's
+    now[0] = 1061.0
+    assert sessions.get(value) is None  # expired
+    other = sessions.create("district")
+    assert sessions.end(other) and sessions.get(other) is None  # logout ends it for good
 
 
 # ---------------------------------------------------------------- Airflow and Chromium
@@ -133,11 +139,13 @@ class Airflow:
     user: str
     password: str
     pgid: int
+    passwords: dict[str, str]
 
-    def token(self) -> dict[str, str]:
+    def token(self, user: str | None = None) -> dict[str, str]:
+        user = user or self.user
         r = requests.post(
             f"{self.base}/auth/token",
-            json={"username": self.user, "password": self.password},
+            json={"username": user, "password": self.passwords[user]},
             timeout=30,
         )
         r.raise_for_status()
@@ -188,6 +196,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         GOVBANK_SCHEDULES="off",
         AIRFLOW_PORT=str(port),
         AIRFLOW_START_TIMEOUT="420",
+        # the admin runs the DAGs; district staff are viewers; "nobody" has no role
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,district:viewer,nobody:",
     )
     start = subprocess.run(
         ["bash", str(ROOT / "scripts" / "airflow-standalone.sh")],
@@ -199,8 +209,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         assert start.returncode == 0, start.stdout[-3000:] + start.stderr[-3000:]
         assert "simple_auth_manager_passwords.json.generated" in start.stdout
         passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-        user, password = next(iter(passwords.items()))
-        yield Airflow(f"http://127.0.0.1:{port}", env, local, home, user, password, pgid)
+        yield Airflow(f"http://127.0.0.1:{port}", env, local, home, "admin", passwords["admin"], pgid, passwords)
     finally:
         stop = subprocess.run(
             ["bash", str(ROOT / "scripts" / "airflow-stop.sh")],
@@ -318,6 +327,8 @@ def test_airflow_ui_data_docs_and_dashboard_in_chromium(airflow: Airflow, browse
     offline = Offline(context, (airflow.base + "/",))
     page = context.new_page()
     page.set_default_timeout(60_000)
+    console: list[str] = []  # the plugin's frames report here too
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
 
     # log in through the UI
     page.goto(f"{airflow.base}/")
@@ -402,6 +413,8 @@ def test_airflow_ui_data_docs_and_dashboard_in_chromium(airflow: Airflow, browse
 
     # nothing was fetched from outside this machine: the pages work offline
     assert offline.blocked == []
+    # and the plugin's pages, framed by Airflow, passed their Content-Security-Policy
+    assert not [m for m in console if "Content Security Policy" in m], console
     context.close()
 
 
@@ -412,10 +425,14 @@ def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) ->
     port = _free_port()
     env = {
         **airflow.env,
-        "GOVBANK_DASHBOARD_USER": "ouhai",
-        "GOVBANK_DASHBOARD_PASSWORD": "district-password-for-the-test",
+        "GOVBANK_DASHBOARD_USERS_FILE": str(airflow.local / "dashboard-users"),
         "PYTHONPATH": str(ROOT / "include"),
     }
+    add = subprocess.run(
+        [sys.executable, "-m", "govbank.dashboard", "add-user", "ouhai"],
+        input="district-password-for-the-test\n", env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert add.returncode == 0, add.stderr
     proc = subprocess.Popen(
         [sys.executable, "-m", "govbank.dashboard", "--port", str(port)],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -456,8 +473,59 @@ def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) ->
         assert page.locator("#freshness tbody tr").count() == 10
         shot = _shot(page, "07-dashboard.png", full_page=True)
         _publish(shot, "dashboard.png")
+        page.get_by_role("button", name="退出").click()  # a POST with the session's token
+        page.wait_for_url("**/login")
+        page.goto(f"{base}/")
+        page.wait_for_url("**/login**")
         assert offline.blocked == []
         context.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.integration
+def test_plugin_pages_respect_airflow_roles_and_carry_the_headers(airflow: Airflow) -> None:
+    """Inside Airflow: a viewer (district staff) sees the dashboard and Data Docs but
+    cannot trigger or clear anything; a user without a role sees neither; Airflow's own
+    origin may frame the pages, no other."""
+    pages = ("/govbank/dashboard/", "/govbank/data-docs/files")
+    for path in pages:
+        anonymous = requests.get(airflow.base + path, allow_redirects=False, timeout=30)
+        assert anonymous.status_code == 303 and "/auth/login" in anonymous.headers["location"]
+    viewer = airflow.token("district")
+    for path in pages:
+        for how in ({"headers": viewer}, {"cookies": {"_token": viewer["Authorization"][7:]}}):
+            r = requests.get(airflow.base + path, allow_redirects=False, timeout=60, **how)
+            assert r.status_code == 200, (path, r.status_code)
+            csp = r.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'self'" in csp and "script-src 'self'" in csp
+            assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            assert r.headers["Referrer-Policy"]
+    assert "瓯海区政银合作看板" in requests.get(airflow.base + pages[0], headers=viewer, timeout=60).text
+    # the viewer cannot trigger a run, clear a task or unpause a DAG
+    trigger = requests.post(
+        f"{airflow.base}/api/v2/dags/govbank_marts/dagRuns",
+        json={"dag_run_id": "viewer_try", "logical_date": LOGICAL_DATE}, headers=viewer, timeout=30,
+    )
+    assert trigger.status_code == 403, trigger.text
+    clear = requests.post(
+        f"{airflow.base}/api/v2/dags/govbank_ingest/clearTaskInstances",
+        json={"dry_run": False}, headers=viewer, timeout=30,
+    )
+    assert clear.status_code == 403, clear.text
+    pause = requests.patch(
+        f"{airflow.base}/api/v2/dags/govbank_marts", json={"is_paused": True}, headers=viewer, timeout=30
+    )
+    assert pause.status_code == 403, pause.text
+    # a user Airflow knows but who has no role: refused, not sent round the login again
+    nobody = airflow.token("nobody")
+    for path in pages:
+        r = requests.get(airflow.base + path, headers=nobody, allow_redirects=False, timeout=30)
+        assert r.status_code == 403, (path, r.status_code)
+        assert "frame-ancestors 'self'" in r.headers["Content-Security-Policy"]
+    # a forged token is nobody at all
+    forged = {"Authorization": "Bearer " + viewer["Authorization"][7:-4] + "AAAA"}
+    r = requests.get(airflow.base + pages[0], headers=forged, allow_redirects=False, timeout=30)
+    assert r.status_code == 303

@@ -28,6 +28,7 @@ from govbank.dashboard.data import (
     DashboardData,
     load,
 )
+from govbank.dashboard.headers import SecurityHeaders
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Environment(
@@ -45,9 +46,14 @@ def _tile(metric: str, label: str, unit: str, kind: str, data: DashboardData) ->
 
 
 def render_page(
-    data: DashboardData, user: str | None, logout_url: str | None, prefix: str = ""
+    data: DashboardData,
+    user: str | None,
+    logout_url: str | None,
+    prefix: str = "",
+    csrf: str | None = None,
 ) -> str:
-    """The whole page as HTML (also used by tests without a server)."""
+    """The whole page as HTML (also used by tests without a server); ``csrf`` goes
+    with the logout form."""
     names = {code: data.banks.get(code, code) for code in {*data.banks, *data.monthly_records}}
     late = [f for f in data.freshness if f.is_late]
     recon_total = [sum(v[i] for v in data.reconciliation.values()) for i in range(3)]
@@ -55,7 +61,8 @@ def render_page(
         data=data,
         prefix=prefix,
         user=user,
-        logout_url=logout_url,
+        logout_url=logout_url if csrf else None,
+        csrf=csrf,
         headline=[_tile(*spec, data) for spec in HEADLINE],
         secondary=[_tile(*spec, data) for spec in SECONDARY],
         map_svg=charts.town_map(data.towns),
@@ -73,10 +80,12 @@ def render_page(
 
 
 def create_dashboard_app(
-    engine_factory: Callable[[], Engine], gate: Gate, *, logout: bool = True
+    engine_factory: Callable[[], Engine], gate: Gate, *, logout: bool = True, embedded: bool = False
 ) -> FastAPI:
-    """The dashboard as an ASGI app; ``engine_factory`` is called once, on first use."""
+    """The dashboard as an ASGI app; ``engine_factory`` is called once, on first use.
+    ``embedded``: shown in Airflow's iframe, so its own origin may frame it."""
     app = FastAPI(title="瓯海区政银合作看板", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SecurityHeaders, embedded=embedded)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     gate.install(app)
     engines: list[Engine] = []
@@ -101,8 +110,7 @@ def create_dashboard_app(
             day = None
         data = await run_in_threadpool(load, engine(), day)
         prefix = request.scope.get("root_path", "").rstrip("/")
-        return HTMLResponse(
-            render_page(data, user, f"{prefix}/logout" if logout else None, prefix)
-        )
+        csrf = gate.form_token(request) if logout else None
+        return HTMLResponse(render_page(data, user, f"{prefix}/logout", prefix, csrf))
 
     return app

@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from govbank.dashboard.app import HERE, TEMPLATES
 from govbank.dashboard.auth import Gate
 from govbank.dashboard.data import DATASET_LABELS, STATUS_LABELS
-from govbank.dashboard.offline import asset_path, offline_html
+from govbank.dashboard.headers import SecurityHeaders
+from govbank.dashboard.offline import asset_path, data_docs_csp, offline_html
 from govbank.domain.reasons import ROW_REASONS
 from govbank.warehouse.schema import etl_file, etl_reject
 
@@ -124,9 +125,13 @@ def create_data_docs_app(
     engine_factory: Callable[[], Engine],
     gate: Gate,
     resolve_task: TaskResolver | None = None,
+    *,
+    embedded: bool = False,
 ) -> FastAPI:
-    """Serve the file list and the Data Docs site under ``docs_dir()``."""
+    """Serve the file list and the Data Docs site under ``docs_dir()``; ``embedded``:
+    shown in Airflow's iframe, so its own origin may frame it."""
     app = FastAPI(title="govbank Data Docs", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SecurityHeaders, embedded=embedded)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     gate.install(app)
     engines: list[Engine] = []
@@ -202,6 +207,6 @@ def create_data_docs_app(
         rel = target.relative_to(root).as_posix()
         assets_url = "../" * (rel.count("/") + 1) + "_assets"
         html = offline_html(target.read_text(encoding="utf-8"), rel, assets_url)
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers={"Content-Security-Policy": data_docs_csp(html)})
 
     return app

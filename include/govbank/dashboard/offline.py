@@ -12,7 +12,10 @@ site's own files. Pages on disk stay as GX wrote them.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+from html import unescape
 from pathlib import Path
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -49,6 +52,8 @@ _SCRIPT = re.compile(r'<script\b[^>]*?\bsrc="(https?://[^"]+)"[^>]*>\s*</script>
 _LINK = re.compile(r'<link\b[^>]*?\bhref="(https?://[^"]+)"[^>]*?/?>', re.I)
 _GX_LOGO = re.compile(r'"https?://great-expectations-web-assets\.[^"]*/logo-long\.png[^"]*"')
 _CSS_URL = re.compile(r"url\((['\"]?)https?://[^)'\"]+\1\)")
+_INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.I | re.S)
+_HANDLER = re.compile(r"""<[^>]*?\son[a-z]+\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I)
 
 
 def offline_html(html: str, page_path: str, assets_url: str) -> str:
@@ -85,3 +90,28 @@ def asset_path(name: str) -> Path | None:
     if name in {v for v in CDN_FILES.values() if v}:
         return VENDOR_DIR / name
     return None
+
+
+def data_docs_csp(html: str) -> str:
+    """The Content-Security-Policy of one served Data Docs page.
+
+    GX writes its pages with inline scripts (the tables' set-up), a few ``onclick``
+    handlers (the filter buttons) and inline styles; we serve them as GX wrote them.
+    Scripts: our own files plus exactly the inline scripts and handlers of this page, by
+    hash ('unsafe-hashes' lets a hash match a handler), so nothing injected into a page
+    runs. Styles: 'unsafe-inline', since GX and bootstrap-table put ``style`` attributes
+    everywhere and a style cannot run code. Nothing is loaded from outside this site.
+    """
+
+    def sha(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    scripts = {sha(body) for body in _INLINE_SCRIPT.findall(html)}
+    # the browser hashes a handler's value as parsed: entities decoded
+    handlers = {sha(unescape(d or s)) for d, s in _HANDLER.findall(html)}
+    sources = " ".join(["'self'", *(["'unsafe-hashes'"] if handlers else []), *sorted(scripts | handlers)])
+    return (
+        f"default-src 'none'; script-src {sources}; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'self'"
+    )
