@@ -686,8 +686,8 @@ def _shared_string_lengths(z: zipfile.ZipFile, member: str | None):  # type: ign
         if state["in_t"] and not state["rph"]:
             state["n"] += len(data)
 
-    if member is not None:
-        _feed(z, member, _expat(start, end, text))
+    if member is not None:  # calamine holds the table too: its size counts as text
+        _feed(z, member, _expat(start, end, text), XLSX_MAX_TEXT)
     return lengths
 
 
@@ -699,13 +699,93 @@ def _column_number(letters: bytes) -> int:
 
 
 # a row or cell start tag (any namespace prefix), and a shared-string index right after
-# it; comments or CDATA that look like cells only make the count higher, never lower
+# it; comments or CDATA that look like cells only make the counts higher, never lower
 _XLSX_TAG = re.compile(
     rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*)>(?:\s*<(?:[\w.-]+:)?v>\s*([0-9]{1,10})\s*<)?"
 )
+_CELL_START = re.compile(rb"<(?:[\w.-]+:)?c[\s/>]")
 _ATTR_R = re.compile(rb"\sr\s*=\s*[\"']([^\"']*)")
 _ATTR_T_SHARED = re.compile(rb"\st\s*=\s*[\"']s[\"']")
 _CELL_REF = re.compile(rb"([A-Z]{1,3})([0-9]{1,7})")
+_REFS = re.compile(rb"\sr\s*=\s*[\"']([A-Z]{1,3})([0-9]{1,7})[\"']")
+_SHARED_INDEX = re.compile(rb"\st\s*=\s*[\"']s[\"'][^>]*>\s*<(?:[\w.-]+:)?v>\s*([0-9]{1,10})\s*<")
+
+
+class _SheetExtent:
+    """The used range and text of a sheet as calamine will hold it, counted as it is
+    streamed; raises ``FILE_TOO_LARGE`` the moment either passes its limit."""
+
+    def __init__(self, lengths, text: int) -> None:  # type: ignore[no-untyped-def]
+        self.lengths, self.longest = lengths, max(lengths, default=0)
+        self.max_cells, self.max_text = XLSX_MAX_CELLS, XLSX_MAX_TEXT
+        self.rows, self.cols = [1 << 30, 0], [1 << 30, 0]
+        self.row = self.col = 0
+        self.text = text
+        self._check_text()
+
+    def _check_text(self) -> None:
+        if self.text > self.max_text:
+            raise BankInputError(
+                "FILE_TOO_LARGE",
+                f"xlsx 工作表中的文字超过 {self.max_text >> 20} M 个字符，请改用 csv.gz 或拆分文件",
+                f"> {self.max_text}",
+            )
+
+    def _span(self, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        r, c = self.rows, self.cols
+        r[0], r[1] = min(r[0], rows[0]), max(r[1], rows[1])
+        c[0], c[1] = min(c[0], cols[0]), max(c[1], cols[1])
+        if (r[1] - r[0] + 1) * (c[1] - c[0] + 1) > self.max_cells:
+            raise BankInputError(
+                "FILE_TOO_LARGE",
+                f"xlsx 工作表超过 {self.max_cells} 个单元格（行数 × 列数），请改用 csv.gz 或拆分文件",
+                f"rows {r[0]}-{r[1]}, columns {c[0]}-{c[1]}",
+            )
+
+    def block(self, data: bytes, end: int) -> None:
+        """``data[:end]`` holds whole tags only. When every cell names its place (``r``,
+        as Excel and openpyxl write) the block is scanned by C-level regex calls; cells
+        placed by position are followed one by one."""
+        cells = data.count(b"<c ", 0, end) + data.count(b"<c>", 0, end) + data.count(b"<c/", 0, end)
+        if data.find(b":c", 0, end) != -1:  # a namespace prefix: count properly
+            cells = len(_CELL_START.findall(data, 0, end))
+        refs = _REFS.findall(data, 0, end)
+        if cells > len(refs):
+            self._exact(data, end)
+            return
+        if refs:
+            numbers = [int(d) for d in {d for _, d in refs}]
+            columns = [_column_number(c) for c in {c for c, _ in refs}]
+            self._span((min(numbers), max(numbers)), (min(columns), max(columns)))
+            self.row = int(refs[-1][1])
+        shared = data.count(b'"s"', 0, end) + data.count(b"'s'", 0, end)
+        if shared:
+            found = _SHARED_INDEX.findall(data, 0, end)
+            size = len(self.lengths)
+            self.text += sum(self.lengths[i] if i < size else self.longest for i in map(int, found))
+            self.text += (shared - len(found)) * self.longest  # an index we could not see
+            self._check_text()
+
+    def _exact(self, data: bytes, end: int) -> None:
+        for m in _XLSX_TAG.finditer(data, 0, end):
+            ref = _ATTR_R.search(m[2])
+            if m[1] == b"row":
+                if ref is not None and not ref[1].isdigit():
+                    raise BankInputError("UNREADABLE", "xlsx 文件损坏（行号格式错误）", repr(ref[1][:20]))
+                self.row, self.col = (int(ref[1]) if ref is not None else self.row + 1), 0
+                continue
+            if ref is not None:
+                cell = _CELL_REF.fullmatch(ref[1])
+                if cell is None:
+                    raise BankInputError("UNREADABLE", "xlsx 文件损坏（单元格坐标格式错误）", repr(ref[1][:20]))
+                self.col, self.row = _column_number(cell[1]), int(cell[2])
+            else:
+                self.col += 1
+            self._span((self.row, self.row), (self.col, self.col))
+            if _ATTR_T_SHARED.search(m[2]):
+                i = int(m[3]) if m[3] is not None else -1
+                self.text += self.lengths[i] if 0 <= i < len(self.lengths) else self.longest
+                self._check_text()
 
 
 def _check_sheet_size(z: zipfile.ZipFile) -> None:
@@ -715,50 +795,27 @@ def _check_sheet_size(z: zipfile.ZipFile) -> None:
     A scan of the tags, not an XML parse (several times faster): the text counted is
     the sheet's XML itself plus each shared string once per cell that uses it.
     """
-    max_cells, max_text = XLSX_MAX_CELLS, XLSX_MAX_TEXT
     members, shared = _sheet_parts(z)
+    for info in z.infolist():  # styles and the like, which calamine reads whole
+        if (
+            info.file_size > _XLSX_SMALL_PART * 4
+            and info.filename.endswith(".xml")
+            and info.filename not in members
+            and info.filename != shared
+        ):
+            if not info.filename.startswith("xl/worksheets/"):
+                raise BankInputError("FILE_TOO_LARGE", "xlsx 文件中的部件超过大小上限", info.filename)
     lengths = _shared_string_lengths(z, shared)
-    longest = max(lengths, default=0)
-
-    def too_large(what: str, detail: str) -> BankInputError:
-        return BankInputError("FILE_TOO_LARGE", f"xlsx {what}，请改用 csv.gz 或拆分文件", detail)
-
     for member in members:
-        text = z.getinfo(member).file_size
-        if text > max_text:
-            raise too_large(f"工作表超过 {max_text >> 20} MB", f"{member}: {text} bytes")
-        row = col = 0
-        rows, cols = [1 << 30, 0], [1 << 30, 0]
+        extent = _SheetExtent(lengths, z.getinfo(member).file_size)
         tail = b""
         with z.open(member) as fh:
             while True:
                 block = fh.read(4 << 20)
                 data = tail + block
-                cut = len(data) if not block else data.rfind(b"<")
+                cut = data.rfind(b"<") if block else len(data)
                 cut = len(data) if cut < 0 else cut
-                for m in _XLSX_TAG.finditer(data, 0, cut):
-                    ref = _ATTR_R.search(m[2])
-                    if m[1] == b"row":
-                        if ref is not None and not ref[1].isdigit():
-                            raise BankInputError("UNREADABLE", "xlsx 文件损坏（行号格式错误）", repr(ref[1][:20]))
-                        row, col = (int(ref[1]) if ref is not None else row + 1), 0
-                        continue
-                    if ref is not None:
-                        cell = _CELL_REF.fullmatch(ref[1])
-                        if cell is None:
-                            raise BankInputError("UNREADABLE", "xlsx 文件损坏（单元格坐标格式错误）", repr(ref[1][:20]))
-                        col, row = _column_number(cell[1]), int(cell[2])
-                    else:
-                        col += 1
-                    rows[0], rows[1] = min(rows[0], row), max(rows[1], row)
-                    cols[0], cols[1] = min(cols[0], col), max(cols[1], col)
-                    if (rows[1] - rows[0] + 1) * (cols[1] - cols[0] + 1) > max_cells:
-                        raise too_large(f"工作表超过 {max_cells} 个单元格（行数 × 列数）", f"row {row}, column {col}")
-                    if _ATTR_T_SHARED.search(m[2]):
-                        i = int(m[3]) if m[3] is not None else -1
-                        text += lengths[i] if 0 <= i < len(lengths) else longest
-                        if text > max_text:
-                            raise too_large(f"工作表中的文字超过 {max_text >> 20} M 个字符", member)
+                extent.block(data, cut)
                 if not block:
                     break
                 tail = data[cut:]

@@ -279,7 +279,9 @@ class SftpLanding:
             return sorted(
                 a.filename
                 for a in sftp.listdir_attr(self.root)
-                if stat.S_ISDIR(a.st_mode or 0) and _BANK_DIR.match(a.filename)
+                # a link is listed so that processing it raises LandingLinkError (an alert)
+                if (stat.S_ISDIR(a.st_mode or 0) or stat.S_ISLNK(a.st_mode or 0))
+                and _BANK_DIR.match(a.filename)
             )
 
         return self._call("list bank folders", op)
