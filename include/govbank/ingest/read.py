@@ -38,9 +38,10 @@ CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE: an encrypted workbook or
 # a cell, empty ones too) plus each cell's text (a shared string copied into every cell
 # that uses it). Both are counted by a streaming pass over the sheet's XML before
 # calamine sees the file, and a sheet over either limit is FILE_TOO_LARGE; looked up at
-# call time, so a test can lower them. 8 M cells: 400,000 rows of 20 columns.
-XLSX_MAX_CELLS = 8_000_000
-XLSX_MAX_TEXT = 128 << 20  # characters
+# call time, so a test can lower them. 4 M cells: 200,000 rows of 20 columns; text is
+# counted in UTF-8 bytes (bench/README.md: the peak memory of a sheet at both limits).
+XLSX_MAX_CELLS = 4_000_000
+XLSX_MAX_TEXT = 96 << 20
 _XLSX_SMALL_PART = 16 << 20  # workbook.xml and relationship parts, read whole
 _DELIMITER_NAMES = {",": "“,”", "|": "“|”", ";": "“;”", "\t": "制表符"}
 csv.field_size_limit(MAX_FIELD_CHARS)
@@ -561,7 +562,10 @@ def _check_workbook(path: Path, cap: int) -> None:
                 raise BankInputError("UNREADABLE", "xlsx 文件损坏（压缩包内有重名文件）")
             _check_sheet_size(z)
     # NotImplementedError: a zip version or feature no xlsx writer uses
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+    # zlib.error: a damaged deflate stream met by the size check
+    except (
+        zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error
+    ) as exc:
         raise BankInputError("UNREADABLE", "xlsx 文件损坏（不是完整的 zip 压缩包）", str(exc)) from exc
 
 
@@ -657,7 +661,7 @@ def _sheet_parts(z: zipfile.ZipFile) -> tuple[list[str], str | None]:
 
 
 def _shared_string_lengths(z: zipfile.ZipFile, member: str | None):  # type: ignore[no-untyped-def]
-    """The length of each shared string (phonetic runs left out, as calamine does)."""
+    """The UTF-8 length of each shared string (phonetic runs left out, as calamine does)."""
     from array import array
 
     lengths = array("q")
@@ -684,7 +688,7 @@ def _shared_string_lengths(z: zipfile.ZipFile, member: str | None):  # type: ign
 
     def text(data: str) -> None:
         if state["in_t"] and not state["rph"]:
-            state["n"] += len(data)
+            state["n"] += len(data.encode("utf-8", "surrogatepass"))
 
     if member is not None:  # calamine holds the table too: its size counts as text
         _feed(z, member, _expat(start, end, text), XLSX_MAX_TEXT)
@@ -708,7 +712,12 @@ _ATTR_R = re.compile(rb"\sr\s*=\s*[\"']([^\"']*)")
 _ATTR_T_SHARED = re.compile(rb"\st\s*=\s*[\"']s[\"']")
 _CELL_REF = re.compile(rb"([A-Z]{1,3})([0-9]{1,7})")
 _REFS = re.compile(rb"\sr\s*=\s*[\"']([A-Z]{1,3})([0-9]{1,7})[\"']")
+_TEXT_NODE = re.compile(rb">([^<]+)<")
 _SHARED_INDEX = re.compile(rb"\st\s*=\s*[\"']s[\"'][^>]*>\s*<(?:[\w.-]+:)?v>\s*([0-9]{1,10})\s*<")
+
+
+def _count_cells(data: bytes, start: int, end: int) -> int:
+    return data.count(b"<c ", start, end) + data.count(b"<c>", start, end) + data.count(b"<c/", start, end)
 
 
 class _SheetExtent:
@@ -720,6 +729,7 @@ class _SheetExtent:
         self.max_cells, self.max_text = XLSX_MAX_CELLS, XLSX_MAX_TEXT
         self.rows, self.cols = [1 << 30, 0], [1 << 30, 0]
         self.row = self.col = 0
+        self.cells = 0
         self.text = text
         self._check_text()
 
@@ -727,7 +737,7 @@ class _SheetExtent:
         if self.text > self.max_text:
             raise BankInputError(
                 "FILE_TOO_LARGE",
-                f"xlsx 工作表中的文字超过 {self.max_text >> 20} M 个字符，请改用 csv.gz 或拆分文件",
+                f"xlsx 工作表中的文字超过 {self.max_text >> 20} MB，请改用 csv.gz 或拆分文件",
                 f"> {self.max_text}",
             )
 
@@ -743,13 +753,26 @@ class _SheetExtent:
             )
 
     def block(self, data: bytes, end: int) -> None:
-        """``data[:end]`` holds whole tags only. When every cell names its place (``r``,
-        as Excel and openpyxl write) the block is scanned by C-level regex calls; cells
-        placed by position are followed one by one."""
-        cells = data.count(b"<c ", 0, end) + data.count(b"<c>", 0, end) + data.count(b"<c/", 0, end)
-        if data.find(b":c", 0, end) != -1:  # a namespace prefix: count properly
+        """``data[:end]`` holds whole tags only. Scanned by C-level calls when every cell
+        names its place (``r``, as Excel and openpyxl write) or none in the block does;
+        a block mixing both is followed tag by tag."""
+        # every text node (inline strings, formula results, numbers, even the blanks
+        # between tags): an upper bound of the text calamine keeps from this block
+        self.text += sum(map(len, _TEXT_NODE.findall(data, 0, min(end + 1, len(data)))))
+        self._check_text()
+        prefixed = data.find(b":c", 0, end) != -1 or data.find(b":row", 0, end) != -1
+        if prefixed:  # a namespace prefix: count properly
             cells = len(_CELL_START.findall(data, 0, end))
+        else:
+            cells = _count_cells(data, 0, end)
+        # calamine first collects every cell element, duplicates included
+        self.cells += cells
+        if self.cells > self.max_cells:
+            self._span((1, self.cells), (1, 1))
         refs = _REFS.findall(data, 0, end)
+        if not refs and not prefixed and _ATTR_R.search(data, 0, end) is None:
+            self._positional(data[:end])
+            return
         if cells > len(refs):
             self._exact(data, end)
             return
@@ -765,6 +788,18 @@ class _SheetExtent:
             self.text += sum(self.lengths[i] if i < size else self.longest for i in map(int, found))
             self.text += (shared - len(found)) * self.longest  # an index we could not see
             self._check_text()
+
+    def _positional(self, data: bytes) -> None:
+        """Rows and cells without ``r``: each row follows the last, each cell the last."""
+        parts = data.split(b"<row")
+        self.col += _count_cells(parts[0], 0, len(parts[0]))  # the row the last block left open
+        widest = self.col
+        for part in parts[1:]:
+            self.row += 1
+            self.col = _count_cells(part, 0, len(part))
+            widest = max(widest, self.col)
+        if self.row or widest:
+            self._span((max(self.row - len(parts) + 1, 1), max(self.row, 1)), (1, max(widest, 1)))
 
     def _exact(self, data: bytes, end: int) -> None:
         for m in _XLSX_TAG.finditer(data, 0, end):
@@ -793,7 +828,7 @@ def _check_sheet_size(z: zipfile.ZipFile) -> None:
     memory, and refuse it (``FILE_TOO_LARGE``) as soon as it is over a limit.
 
     A scan of the tags, not an XML parse (several times faster): the text counted is
-    the sheet's XML itself plus each shared string once per cell that uses it.
+    every text node of the sheet plus each shared string once per cell that uses it.
     """
     members, shared = _sheet_parts(z)
     for info in z.infolist():  # styles and the like, which calamine reads whole
@@ -807,7 +842,7 @@ def _check_sheet_size(z: zipfile.ZipFile) -> None:
                 raise BankInputError("FILE_TOO_LARGE", "xlsx 文件中的部件超过大小上限", info.filename)
     lengths = _shared_string_lengths(z, shared)
     for member in members:
-        extent = _SheetExtent(lengths, z.getinfo(member).file_size)
+        extent = _SheetExtent(lengths, sum(lengths))  # calamine holds the table as well
         tail = b""
         with z.open(member) as fh:
             while True:
