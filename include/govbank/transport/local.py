@@ -20,6 +20,7 @@ from pathlib import Path
 
 from govbank.domain.errors import TransientError
 from govbank.transport import EntryChanged, LandingLinkError, RemoteFile, check_name
+from govbank.util.text import log_safe
 
 _BANK_DIR = re.compile(r"^[A-Z0-9]{2,16}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -101,12 +102,12 @@ class LocalLanding:
                 fd = os.open(name, _FILE_FLAGS, dir_fd=inbox)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise EntryChanged(f"{bank_code}/inbox/{name!r} is a symbolic link; not read") from exc
+                    raise EntryChanged(f"{bank_code}/inbox/{log_safe(name)} is a symbolic link; not read") from exc
                 raise
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    raise EntryChanged(f"{bank_code}/inbox/{name!r} is not a regular file; not read")
+                    raise EntryChanged(f"{bank_code}/inbox/{log_safe(name)} is not a regular file; not read")
                 os.set_blocking(fd, True)
                 yield fd, st
             finally:
@@ -123,7 +124,7 @@ class LocalLanding:
         with self._open_regular(bank_code, name) as (fd, before):
             if before.st_size != expected_size:
                 raise TransientError(
-                    f"{name!r} is {before.st_size} bytes, listed as {expected_size}; left alone"
+                    f"{log_safe(name)} is {before.st_size} bytes, listed as {expected_size}; left alone"
                 )
             with os.fdopen(os.dup(fd), "rb") as src, open(dest, "wb") as out:
                 while block := src.read(_COPY_BLOCK):
@@ -131,7 +132,7 @@ class LocalLanding:
             after = os.fstat(fd)
         size = dest.stat().st_size
         if size != expected_size or after.st_size != expected_size or after.st_mtime_ns != before.st_mtime_ns:
-            raise TransientError(f"{name!r} changed while it was copied ({expected_size} -> {size})")
+            raise TransientError(f"{log_safe(name)} changed while it was copied ({expected_size} -> {size})")
 
     def write_outbox(self, bank_code: str, name: str, data: bytes) -> None:
         check_name(name)

@@ -48,6 +48,7 @@ from tenacity import (
 
 from govbank.domain.errors import ConfigError, GovbankError, TransientError
 from govbank.transport import EntryChanged, LandingLinkError, RemoteFile, check_name
+from govbank.util.text import log_safe
 
 if TYPE_CHECKING:
     from paramiko import PKey, SFTPClient
@@ -316,7 +317,7 @@ class SftpLanding:
                 self._same_file(fh.stat(), before, bank_code, name)
                 return fh.read(limit)
 
-        return self._call(f"read {bank_code}/inbox/{name}", op)
+        return self._call(f"read {bank_code}/inbox/{log_safe(name)}", op)
 
     def fetch(self, bank_code: str, name: str, dest: Path, expected_size: int) -> None:
         """Download to a temporary file beside ``dest``; rename it only when it is whole."""
@@ -332,7 +333,7 @@ class SftpLanding:
             before = self._regular(sftp, bank_code, name)
             if before.st_size != expected_size:
                 raise TransientError(
-                    f"{bank_code}/inbox/{name} is {before.st_size} bytes, listed as "
+                    f"{bank_code}/inbox/{log_safe(name)} is {before.st_size} bytes, listed as "
                     f"{expected_size}: still being written; left alone"
                 )
             with tmp.open("wb") as out:
@@ -351,12 +352,12 @@ class SftpLanding:
                 before.st_mtime,
             ):
                 raise TransientError(
-                    f"{bank_code}/inbox/{name} changed during the download (listed "
+                    f"{bank_code}/inbox/{log_safe(name)} changed during the download (listed "
                     f"{expected_size} bytes, got {got}, now {after.st_size}); left alone"
                 )
 
         try:
-            self._call(f"download {bank_code}/inbox/{name}", op)
+            self._call(f"download {bank_code}/inbox/{log_safe(name)}", op)
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -366,7 +367,7 @@ class SftpLanding:
         self._check_folders(sftp, bank_code, "inbox")
         attrs = sftp.lstat(self._path(bank_code, "inbox", name))
         if not stat.S_ISREG(attrs.st_mode or 0):
-            raise EntryChanged(f"{bank_code}/inbox/{name!r} is not a regular file; not read")
+            raise EntryChanged(f"{bank_code}/inbox/{log_safe(name)} is not a regular file; not read")
         return attrs
 
     @staticmethod
@@ -377,7 +378,7 @@ class SftpLanding:
             listed.st_size,
             listed.st_mtime,
         ):
-            raise EntryChanged(f"{bank_code}/inbox/{name!r} changed as it was opened; not read")
+            raise EntryChanged(f"{bank_code}/inbox/{log_safe(name)} changed as it was opened; not read")
 
     def write_outbox(self, bank_code: str, name: str, data: bytes) -> None:
         """Upload under a temporary name, then rename over ``name`` (replacing an older one)."""
@@ -397,7 +398,7 @@ class SftpLanding:
                 fh.chmod(0o644)  # the bank reads it as "other"; its outbox is its own
             self._replace(sftp, part, final)
 
-        self._call(f"write {bank_code}/outbox/{name}", op)
+        self._call(f"write {bank_code}/outbox/{log_safe(name)}", op)
 
     def _replace(self, sftp: SFTPClient, part: str, final: str) -> None:
         if self._posix_rename:
