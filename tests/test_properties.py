@@ -30,6 +30,7 @@ from govbank.ingest.read import (
     read_delimited_fast,
     read_xlsx,
 )
+from govbank.util.text import log_safe
 from tests.corpus import xlsx
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
@@ -266,8 +267,12 @@ def test_normalise_any_text(dataset: Dataset, feed: FeedContract, rows: list[lis
             else:
                 assert value == raw
     for issue in out.issues:
+        raw = chunk.rows[issue.line - 2][columns[issue.field]]
+        if issue.reason_code == "INVALID_CHARACTER":  # quoted escaped: etl_reject refuses NUL
+            assert raw is not None and "\x00" in raw and issue.value == log_safe(raw, 64)
+            continue
         assert issue.reason_code in ("INVALID_DATE", "INVALID_NUMBER")
-        assert issue.value == chunk.rows[issue.line - 2][columns[issue.field]]
+        assert issue.value == raw
 
 
 @FAST

@@ -87,7 +87,10 @@ def test_listing_500_files_is_one_directory_read(server: SshdServer, landing: Sf
     sizes = {f.name: f.size for f in files}
     assert sizes[f"ELIC_{BANK}_20230615_299.csv"] == 299
     assert [r for r in requests if r.startswith("opendir")] == [f'opendir "/{BANK}/inbox"']
-    assert not [r for r in requests if "stat" in r or r.startswith("open ")], requests
+    # two lstat calls prove the bank folder and its inbox are not links; none per file
+    folders = [f'lstat name "/{BANK}"', f'lstat name "/{BANK}/inbox"']
+    assert [r for r in requests if "stat" in r] == folders, requests
+    assert not [r for r in requests if r.startswith("open ")], requests
     # the discovery rule: a data file counts only once its .ok is there
     complete = complete_files(files)
     assert len(complete) == 200

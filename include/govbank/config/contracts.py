@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -98,14 +99,62 @@ class BankContract(BaseModel):
         return self
 
 
+# a contract is a page of YAML; a bigger file is a mistake or an attack, never read whole
+MAX_CONTRACT_BYTES = 256 * 1024
+
+
+class _ContractLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases, and with dates left as text.
+
+    Aliases are how a few hundred bytes expand to gigabytes ("billion laughs"), and a
+    contract never needs them; they are refused as the parser meets them, before any
+    expansion. Dates stay text for pydantic, which names the field when one is wrong
+    (PyYAML's own date constructor raises a bare ``ValueError``).
+    """
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&, *) are not allowed in a contract", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+_ContractLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _brief(exc: ValidationError, limit: int = 5) -> str:
+    """``field.path: message`` for the first few errors, without the input echoed back."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
 def load_contract(path: Path) -> BankContract:
+    """One contract; whatever is wrong is a ``ConfigError`` naming the file and the field."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONTRACT_BYTES:
+            raise ConfigError(f"contract {path.name}: over {MAX_CONTRACT_BYTES} bytes")
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ContractLoader)
         contract = BankContract.model_validate(raw)
-    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"contract {path.name} is invalid: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"contract {path.name} is invalid: {_brief(exc)}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"contract {path.name} is not valid YAML{where}: {problem}") from exc
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError(f"contract {path.name} is invalid: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if path.stem != contract.bank_code:
-        raise ConfigError(f"contract {path.name} declares bank_code {contract.bank_code}")
+        raise ConfigError(f"contract {path.name}: bank_code is {contract.bank_code}, not the file's name")
     return contract
 
 
@@ -114,3 +163,29 @@ def load_contracts(directory: Path) -> dict[str, BankContract]:
     if not directory.is_dir():
         raise ConfigError(f"contracts folder {directory} does not exist")
     return {c.bank_code: c for c in (load_contract(p) for p in sorted(directory.glob("*.yaml")))}
+
+
+@dataclass(frozen=True)
+class ContractProblem:
+    """A contract that did not load: its file, the bank it is named for, and why."""
+
+    file: str
+    bank_code: str
+    error: str
+
+
+def load_contracts_report(directory: Path) -> tuple[dict[str, BankContract], list[ContractProblem]]:
+    """The good contracts, and a problem for each bad one: a bad contract stops only its
+    own bank (whose run should alert with the problem), never the others."""
+    if not directory.is_dir():
+        raise ConfigError(f"contracts folder {directory} does not exist")
+    good: dict[str, BankContract] = {}
+    problems: list[ContractProblem] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            contract = load_contract(path)
+        except ConfigError as exc:
+            problems.append(ContractProblem(path.name, path.stem, str(exc)))
+            continue
+        good[contract.bank_code] = contract
+    return good, problems

@@ -22,6 +22,7 @@ FILE_REASONS: dict[str, str] = {
 # row-level: the row is rejected, the rest of the file can still load
 ROW_REASONS: dict[str, str] = {
     "MALFORMED_ROW": "该行列数与表头不一致或引号未闭合",
+    "INVALID_CHARACTER": "字段含有不允许的字符（如 NUL 空字符 \\x00）",
     "REQUIRED_MISSING": "必填字段为空",
     "TOO_LONG": "字段超过最大长度",
     "INVALID_ENUM": "取值不在允许范围内",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 
 from govbank.domain.datasets import Dataset
 from govbank.domain.errors import BankInputError
 from govbank.transport import RemoteFile
+from govbank.util.text import log_safe
 
 # ASCII digits only, and the whole name: ``$`` alone would let "x.csv\n" through
 FILE_NAME = re.compile(
@@ -19,6 +21,10 @@ FILE_NAME = re.compile(
 _ROWS = re.compile(r"[0-9]{1,15}", re.ASCII)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}", re.ASCII)
 OK_SUFFIX = ".ok"
+# bytes of UTF-8, not characters: what a file system limits (255 bytes a name). A valid
+# name is under 50 bytes; 128 leaves room for what we add around it on our side
+# (``<sha256>__<name>`` in the archive, ``<name>.receipt.json`` in the outbox).
+MAX_NAME_BYTES = 128
 _DATASET_ORDER = {Dataset.OUTLET: 0, Dataset.ELIC: 1}
 
 
@@ -40,14 +46,43 @@ class FileName:
         return "xlsx" if self.ext == "xlsx" else "delimited"
 
 
+def name_bytes(name: str) -> int:
+    """Length in bytes as stored; undecodable bytes (surrogate escapes) count as one each."""
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+def bounded_name(name: str) -> str:
+    """``name`` itself when within :data:`MAX_NAME_BYTES`, else a stand-in that is.
+
+    For paths and receipt names we build from a name the bank chose: a longer one is cut
+    on a character boundary and given a digest of the whole, so two long names that
+    share a beginning still get different paths. Slashes, NULs and controls (which a
+    path or a log must never hold) become ``_``.
+    """
+    plain = "".join("_" if c in "/\\\x00" or not c.isprintable() else c for c in name)
+    plain = plain.encode("utf-8", "replace").decode("utf-8")  # lone surrogates
+    if plain == name and name_bytes(name) <= MAX_NAME_BYTES and name not in {".", ".."}:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    room = MAX_NAME_BYTES - len(digest) - 1
+    cut = plain.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f"{cut}~{digest}"
+
+
 def parse_file_name(name: str) -> FileName:
+    if name_bytes(name) > MAX_NAME_BYTES:
+        raise BankInputError(
+            "FILE_NAME_INVALID",
+            f"文件名超过 {MAX_NAME_BYTES} 字节（UTF-8）",
+            log_safe(name, 80),
+        )
     m = FILE_NAME.fullmatch(name)
     if not m:
-        raise BankInputError("FILE_NAME_INVALID", "文件名不符合规范", name)
+        raise BankInputError("FILE_NAME_INVALID", "文件名不符合规范", log_safe(name, 160))
     try:
         day = dt.datetime.strptime(m["date"], "%Y%m%d").date()
     except ValueError as exc:
-        raise BankInputError("FILE_NAME_INVALID", "文件名中的日期不存在", name) from exc
+        raise BankInputError("FILE_NAME_INVALID", "文件名中的日期不存在", log_safe(name)) from exc
     return FileName(name, Dataset(m["dataset"]), m["bank"], day, int(m["seq"] or 0), m["ext"])
 
 

@@ -22,12 +22,15 @@ from govbank.domain.issues import RowIssue
 from govbank.domain.reasons import message
 from govbank.domain.reference import town_lookup
 from govbank.ingest.read import CellChunk, RawChunk, cells_from_raw
+from govbank.util.text import log_safe
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
-_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+|\d{1,3}(,\d{3})+)(\.\d+)?$")
+# ASCII digits only: ``\d`` would take full-width "１０００" and Arabic-Indic "١٢٣", which
+# Decimal() then reads as numbers; dates refuse them, and so do numbers (bank-files.md §7)
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+|[0-9]{1,3}(,[0-9]{3})+)(\.[0-9]+)?", re.ASCII)
 _WAN = Decimal(10000)
 _CENT = Decimal("0.01")
 # what the warehouse columns hold: NUMERIC(18,2) amounts, INTEGER counts; a bigger
@@ -39,6 +42,9 @@ _DECIMAL_FIELDS = frozenset(
 )
 # 元 amounts that are already exact warehouse text: at most 16 integer digits, 2 decimals
 _PLAIN_YUAN = r"^[0-9]{1,16}(\.[0-9]{1,2})?$"
+# characters PostgreSQL refuses in text (a UTF-8 database holds every other code point):
+# a cell with one is the bank's error, found here so the row never reaches COPY
+_FORBIDDEN_CHARS = "\x00"
 
 
 @dataclass
@@ -93,7 +99,7 @@ def parse_number(text: str) -> Decimal:
 
     Scientific notation is refused: it is how a spreadsheet mangles long numbers.
     """
-    if not _PLAIN_NUMBER.match(text):
+    if not _PLAIN_NUMBER.fullmatch(text):
         raise ValueError(text)
     try:
         return Decimal(text.replace(",", ""))
@@ -156,6 +162,7 @@ def normalise_cells(
     for f in FIELDS[dataset]:
         idx = columns.get(f.name)
         raw = chunk.columns[idx] if idx is not None else pa.nulls(n, pa.string())
+        raw = _refuse_forbidden(raw, f.name, chunk.lines, out.issues)
         if f.kind in ("text", "enum"):
             if f.name == "town":
                 out.columns["town_code"] = _by_distinct(raw, towns.get, pa.string(), None)[0]
@@ -197,6 +204,31 @@ def normalise_cells(
                 for i, v in zip(positions, cells, strict=True)
             )
     return out
+
+
+def _refuse_forbidden(
+    raw: pa.Array, field_name: str, lines: np.ndarray, issues: list[RowIssue]
+) -> pa.Array:
+    """``raw`` with cells holding a forbidden character nulled, one issue for each.
+
+    The value kept in the issue is escaped (``\\x00``): it is stored in ``etl_reject``
+    and the rejects file, which would refuse or hide the character itself.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(raw) or raw.null_count == len(raw):
+        return raw
+    bad = pc.fill_null(pc.match_substring_regex(raw, f"[{_FORBIDDEN_CHARS}]"), False)
+    if not pc.any(bad).as_py():
+        return raw
+    positions = pc.indices_nonzero(bad).to_pylist()
+    cells = raw.take(pa.array(positions)).to_pylist()
+    issues.extend(
+        RowIssue(int(lines[i]), field_name, "INVALID_CHARACTER", message("INVALID_CHARACTER"), log_safe(v, 64))
+        for i, v in zip(positions, cells, strict=True)
+    )
+    return pc.if_else(bad, pa.scalar(None, pa.string()), raw)
 
 
 def _parse_int(text: str) -> int:

@@ -10,6 +10,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from govbank.domain.errors import ConfigError, TransientError
+
+# what a file system holds in one name (Linux NAME_MAX, OpenSSH's too): a transport
+# refuses to build a path from a longer name instead of failing half-way with OSError
+NAME_MAX_BYTES = 255
+
+
+class LandingLinkError(ConfigError):
+    """A bank folder, or its ``inbox``/``outbox``, is a symbolic link (or not a folder).
+
+    Following it would let one bank's folder read or clear another's, so the bank is
+    not processed: the run raises it, and the task fails with an operator alert.
+    """
+
+
+class EntryChanged(TransientError):
+    """An inbox entry is no longer the regular file the listing showed (swapped for a
+    link, a folder or a device, or a different file): it is not read. The next listing
+    shows what it is now (a link is not listed at all)."""
+
+
+def check_name(name: str) -> str:
+    """A plain name within one folder, short enough to be a path component."""
+    if (
+        not name
+        or name in {".", ".."}
+        or "/" in name
+        or "\x00" in name
+        or len(name.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES
+    ):
+        raise ValueError(f"not a plain file name: {name[:80]!r}")
+    return name
+
 
 @dataclass(frozen=True)
 class RemoteFile:

@@ -47,7 +47,8 @@ from tenacity import (
 )
 
 from govbank.domain.errors import ConfigError, GovbankError, TransientError
-from govbank.transport import RemoteFile
+from govbank.transport import EntryChanged, LandingLinkError, RemoteFile, check_name
+from govbank.util.text import log_safe
 
 if TYPE_CHECKING:
     from paramiko import PKey, SFTPClient
@@ -73,9 +74,7 @@ def _fingerprint(key: PKey) -> str:
 
 
 def _check_name(name: str) -> str:
-    if not name or name in {".", ".."} or "/" in name or "\x00" in name:
-        raise ValueError(f"not a plain file name: {name!r}")
-    return name
+    return check_name(name)
 
 
 def _check_bank(bank_code: str) -> str:
@@ -263,6 +262,17 @@ class SftpLanding:
             parts.append(_check_name(name))
         return posixpath.join(*parts)
 
+    def _check_folders(self, sftp: SFTPClient, bank_code: str, box: str) -> None:
+        """The bank folder and its ``box`` are folders, not links (``lstat``): the server
+        would follow a link to another bank's folder."""
+        for path in (self._path(bank_code, ""), self._path(bank_code, box)):
+            mode = sftp.lstat(path.rstrip("/")).st_mode or 0
+            if not stat.S_ISDIR(mode):
+                raise LandingLinkError(
+                    f"SFTP landing folder {path} is a symbolic link or not a folder: the bank "
+                    "is not processed until an operator replaces it with a real folder"
+                )
+
     # ---- Landing -----------------------------------------------------------------------
 
     def bank_codes(self) -> list[str]:
@@ -270,7 +280,9 @@ class SftpLanding:
             return sorted(
                 a.filename
                 for a in sftp.listdir_attr(self.root)
-                if stat.S_ISDIR(a.st_mode or 0) and _BANK_DIR.match(a.filename)
+                # a link is listed so that processing it raises LandingLinkError (an alert)
+                if (stat.S_ISDIR(a.st_mode or 0) or stat.S_ISLNK(a.st_mode or 0))
+                and _BANK_DIR.match(a.filename)
             )
 
         return self._call("list bank folders", op)
@@ -281,6 +293,7 @@ class SftpLanding:
 
         def op(sftp: SFTPClient) -> list[RemoteFile]:
             try:
+                self._check_folders(sftp, bank_code, "inbox")
                 entries = sftp.listdir_attr(self._path(bank_code, "inbox"))
             except FileNotFoundError:
                 return []
@@ -298,10 +311,13 @@ class SftpLanding:
         _check_name(name)
 
         def op(sftp: SFTPClient) -> bytes:
-            with sftp.open(self._path(bank_code, "inbox", name), "rb") as fh:
+            path = self._path(bank_code, "inbox", name)
+            before = self._regular(sftp, bank_code, name)
+            with sftp.open(path, "rb") as fh:
+                self._same_file(fh.stat(), before, bank_code, name)
                 return fh.read(limit)
 
-        return self._call(f"read {bank_code}/inbox/{name}", op)
+        return self._call(f"read {bank_code}/inbox/{log_safe(name)}", op)
 
     def fetch(self, bank_code: str, name: str, dest: Path, expected_size: int) -> None:
         """Download to a temporary file beside ``dest``; rename it only when it is whole."""
@@ -314,38 +330,55 @@ class SftpLanding:
 
         def op(sftp: SFTPClient) -> None:
             path = self._path(bank_code, "inbox", name)
-            before = sftp.lstat(path)
-            if not stat.S_ISREG(before.st_mode or 0):
-                raise TransientError(f"{bank_code}/inbox/{name} is not a regular file; left alone")
+            before = self._regular(sftp, bank_code, name)
             if before.st_size != expected_size:
                 raise TransientError(
-                    f"{bank_code}/inbox/{name} is {before.st_size} bytes, listed as "
+                    f"{bank_code}/inbox/{log_safe(name)} is {before.st_size} bytes, listed as "
                     f"{expected_size}: still being written; left alone"
                 )
             with tmp.open("wb") as out:
                 with sftp.open(path, "rb") as src:
+                    self._same_file(src.stat(), before, bank_code, name)
                     src.prefetch(expected_size, _PREFETCH_REQUESTS)
                     while chunk := src.read(_CHUNK):
                         out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             got = tmp.stat().st_size
-            after = sftp.lstat(path)
+            after = self._regular(sftp, bank_code, name)
             if (got, after.st_size, after.st_mtime) != (
                 expected_size,
                 expected_size,
                 before.st_mtime,
             ):
                 raise TransientError(
-                    f"{bank_code}/inbox/{name} changed during the download (listed "
+                    f"{bank_code}/inbox/{log_safe(name)} changed during the download (listed "
                     f"{expected_size} bytes, got {got}, now {after.st_size}); left alone"
                 )
 
         try:
-            self._call(f"download {bank_code}/inbox/{name}", op)
+            self._call(f"download {bank_code}/inbox/{log_safe(name)}", op)
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _regular(self, sftp: SFTPClient, bank_code: str, name: str) -> Any:
+        """``lstat`` of an inbox entry, which must be a regular file (a link is not)."""
+        self._check_folders(sftp, bank_code, "inbox")
+        attrs = sftp.lstat(self._path(bank_code, "inbox", name))
+        if not stat.S_ISREG(attrs.st_mode or 0):
+            raise EntryChanged(f"{bank_code}/inbox/{log_safe(name)} is not a regular file; not read")
+        return attrs
+
+    @staticmethod
+    def _same_file(opened: Any, listed: Any, bank_code: str, name: str) -> None:
+        """SFTP v3 has no O_NOFOLLOW: the opened handle (``fstat``) must be a regular file
+        of the size and mtime ``lstat`` gave the name, or it was swapped in between."""
+        if not stat.S_ISREG(opened.st_mode or 0) or (opened.st_size, opened.st_mtime) != (
+            listed.st_size,
+            listed.st_mtime,
+        ):
+            raise EntryChanged(f"{bank_code}/inbox/{log_safe(name)} changed as it was opened; not read")
 
     def write_outbox(self, bank_code: str, name: str, data: bytes) -> None:
         """Upload under a temporary name, then rename over ``name`` (replacing an older one)."""
@@ -353,6 +386,7 @@ class SftpLanding:
         _check_name(name)
 
         def op(sftp: SFTPClient) -> None:
+            self._check_folders(sftp, bank_code, "outbox")
             final = self._path(bank_code, "outbox", name)
             if self.staging_dir:  # invisible to the bank until the rename
                 part = posixpath.join(self.staging_dir, f"{bank_code}.{name}.part")
@@ -364,7 +398,7 @@ class SftpLanding:
                 fh.chmod(0o644)  # the bank reads it as "other"; its outbox is its own
             self._replace(sftp, part, final)
 
-        self._call(f"write {bank_code}/outbox/{name}", op)
+        self._call(f"write {bank_code}/outbox/{log_safe(name)}", op)
 
     def _replace(self, sftp: SFTPClient, part: str, final: str) -> None:
         if self._posix_rename:
