@@ -61,14 +61,15 @@ def govbank_ingest():
     @task(execution_timeout=pendulum.duration(minutes=10))
     def banks() -> list[str]:
         """Every bank with a contract or a folder on the landing."""
-        from govbank.config.contracts import load_contracts
         from govbank.orchestration.airflow_support import settings
+        from govbank.orchestration.runtime import contracts_and_problems
         from govbank.transport import open_landing
 
         s = settings()
+        good, broken = contracts_and_problems(s)  # a broken contract's bank still gets its task
         landing = open_landing(s.landing_dir, s.sftp_conn_id)
         try:
-            return sorted(set(load_contracts(s.contracts_dir)) | set(landing.bank_codes()))
+            return sorted(set(good) | set(broken) | set(landing.bank_codes()))
         finally:
             landing.close()
 
@@ -87,9 +88,9 @@ def govbank_ingest():
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowSensorTimeout
 
-            from govbank.config.contracts import load_contracts
             from govbank.orchestration.airflow_support import settings
             from govbank.orchestration.readiness import check_bank
+            from govbank.orchestration.runtime import contracts_and_problems
             from govbank.transport import open_landing
             from govbank.warehouse.db import make_engine
 
@@ -101,7 +102,7 @@ def govbank_ingest():
             day = pendulum.instance(logical_date or now).in_tz("Asia/Shanghai").date()
             try:
                 state = check_bank(
-                    landing, engine, load_contracts(s.contracts_dir).get(bank_code), bank_code, day, now
+                    landing, engine, contracts_and_problems(s)[0].get(bank_code), bank_code, day, now
                 )
             finally:
                 landing.close()
@@ -124,15 +125,21 @@ def govbank_ingest():
             from govbank.domain.errors import ConfigError
             from govbank.ingest.run import process_bank
             from govbank.orchestration.airflow_support import pseudonym_key, settings
-            from govbank.orchestration.runtime import build_context
+            from govbank.orchestration.runtime import build_context, contracts_and_problems
 
             get_current_context()["bank_code"] = bank_code
+            s = settings()
+            broken = contracts_and_problems(s)[1].get(bank_code)
+            if broken is not None:  # its files wait in the inbox until the contract is fixed
+                raise AirflowFailException(f"contract {broken.file} is broken: {broken.error}")
             try:
-                ctx = build_context(settings(), pseudonym_key())
-            except ConfigError as exc:  # retrying will not fix a bad contract or a missing key
+                ctx = build_context(s, pseudonym_key())
+            except ConfigError as exc:  # retrying will not fix a missing key
                 raise AirflowFailException(str(exc)) from exc
             try:
                 outcomes = process_bank(ctx, bank_code)
+            except ConfigError as exc:  # a landing folder that is a link: an operator must look
+                raise AirflowFailException(str(exc)) from exc
             finally:
                 ctx.landing.close()
                 ctx.engine.dispose()

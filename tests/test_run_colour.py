@@ -1,4 +1,5 @@
-"""A late bank turns the ingest run red through Airflow, while publish still lets the marts rebuild."""
+"""A late bank, or a bank whose contract is broken, turns the ingest run red through Airflow;
+the other banks are processed and publish still lets the marts rebuild."""
 
 from __future__ import annotations
 
@@ -34,9 +35,13 @@ def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) ->
     for bank in ("ICBCOH", "WZB"):  # both expect files weekly
         shutil.copy(ROOT / "include" / "contracts" / f"{bank}.yaml", contracts)
     (tmp_path / "landing" / "ICBCOH" / "inbox").mkdir(parents=True)  # ICBCOH sent none
+    # CCBOH sent its files, but its contract was broken by an edit: only CCBOH stops
+    broken = (ROOT / "include" / "contracts" / "CCBOH.yaml").read_text(encoding="utf-8")
+    broken = broken.replace("joined_on: ", "joined_on: 2023-02-30  # was ", 1)
+    (contracts / "CCBOH.yaml").write_text(broken, encoding="utf-8")
     drop = build_demo()
-    drop = DemoDrop(drop.seed, drop.as_of, {"WZB": drop.banks["WZB"]})  # WZB sent its files
-    write_drop(drop, tmp_path / "landing")
+    drop = DemoDrop(drop.seed, drop.as_of, {b: drop.banks[b] for b in ("WZB", "CCBOH")})
+    write_drop(drop, tmp_path / "landing")  # WZB and CCBOH sent their files
     env = {
         **os.environ,
         "GOVBANK_LOCAL_DIR": str(tmp_path),
@@ -54,16 +59,21 @@ def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) ->
     states = _airflow(f"airflow tasks states-for-dag-run govbank_ingest '{run['run_id']}' -o json", env)
     assert states.returncode == 0, states.stderr[-3000:]
     by_task = {(t["task_id"], str(t.get("map_index") or "")): t["state"] for t in _json(states.stdout)}
-    assert by_task.get(("bank.wait_for_files", "0")) == "failed", by_task  # ICBCOH: late
-    assert by_task[("bank.ingest_bank", "0")] == "success"  # whatever came is still answered
-    assert by_task[("bank.wait_for_files", "1")] == "success", by_task  # WZB: on time
-    assert by_task[("bank.ingest_bank", "1")] == "success"
+    assert by_task.get(("bank.wait_for_files", "1")) == "failed", by_task  # ICBCOH: late
+    assert by_task[("bank.ingest_bank", "1")] == "success"  # whatever came is still answered
+    # banks in code order: CCBOH 0, ICBCOH 1, WZB 2
+    assert by_task.get(("bank.ingest_bank", "0")) == "failed", by_task  # CCBOH: broken contract
+    assert by_task[("bank.wait_for_files", "2")] == "success", by_task  # WZB: on time
+    assert by_task[("bank.ingest_bank", "2")] == "success"
     assert by_task.get(("all_banks_ingested", "")) == "failed", by_task
     assert by_task[("publish", "")] == "success"
     log = (tmp_path / "airflow" / "ingest.log").read_text(encoding="utf-8", errors="replace")
     assert "late (no complete files by the deadline): ICBCOH" in log
-    assert "WZB" not in log.split("late (no complete files by the deadline):")[1].splitlines()[0]
+    verdict = log.split("late (no complete files by the deadline):")[1].splitlines()[0]
+    assert "WZB" not in verdict and "ingest failed: CCBOH" in verdict
+    assert "contract CCBOH.yaml is broken" in log and "joined_on" in log
     assert not list((tmp_path / "landing" / "WZB" / "inbox").iterdir())  # every WZB file answered
+    assert len(list((tmp_path / "landing" / "CCBOH" / "inbox").iterdir())) == 2 * len(drop.banks["CCBOH"].files)
 
     marts = _airflow("airflow dags test govbank_marts 2023-06-15 > $AIRFLOW_HOME/marts.log 2>&1", env)
     assert marts.returncode == 0, (tmp_path / "airflow" / "marts.log").read_text()[-3000:]

@@ -89,12 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "ingest":
         from govbank.domain.pseudonym import key_from_env
         from govbank.ingest.run import process_bank
-        from govbank.orchestration.runtime import build_context
+        from govbank.orchestration.runtime import build_context, contracts_and_problems
 
+        broken = contracts_and_problems(settings)[1]
         ctx = build_context(settings, key_from_env())
         for bank in args.bank or ctx.landing.bank_codes():
+            if bank in broken:  # logged by contracts_and_problems; the other banks go on
+                continue
             process_bank(ctx, bank)
-        return 0
+        return 1 if broken else 0
     if args.cmd == "marts":
         from govbank.orchestration.runtime import build_marts
 

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
-from govbank.config.contracts import load_contracts
+from govbank.config.contracts import BankContract, ContractProblem, load_contracts_report
 from govbank.config.settings import Settings
 from govbank.ingest.context import Context
 from govbank.marts.build import rebuild_all
 from govbank.transport import Landing, open_landing
 from govbank.util.clock import today
 from govbank.warehouse.db import make_engine
+
+log = logging.getLogger(__name__)
+
+
+def contracts_and_problems(settings: Settings) -> tuple[dict[str, BankContract], dict[str, ContractProblem]]:
+    """The good contracts, and each broken one by bank code: a broken contract stops its own
+    bank only (its task fails and alerts), never the others."""
+    good, problems = load_contracts_report(settings.contracts_dir)
+    for p in problems:
+        log.error("contract %s is broken, bank %s is not processed: %s", p.file, p.bank_code, p.error)
+    return good, {p.bank_code: p for p in problems}
 
 
 def build_context(
@@ -24,7 +36,7 @@ def build_context(
     return Context(
         engine=make_engine(settings.warehouse_url),
         landing=landing or open_landing(settings.landing_dir, settings.sftp_conn_id),
-        contracts=load_contracts(settings.contracts_dir),
+        contracts=contracts_and_problems(settings)[0],
         archive_dir=settings.archive_dir,
         pseudonym_key=pseudonym_key,
         validator_factory=validator,
@@ -38,7 +50,7 @@ def build_marts(settings: Settings, as_of: dt.date | None = None) -> dict[str, o
     """Rebuild every mart in one transaction; ``as_of`` defaults to today in Asia/Shanghai."""
     as_of = as_of or today()
     engine = make_engine(settings.warehouse_url)
-    contracts = load_contracts(settings.contracts_dir)
+    contracts, _ = contracts_and_problems(settings)
     try:
         with engine.begin() as conn:
             return rebuild_all(conn, contracts, as_of)
