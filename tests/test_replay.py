@@ -30,6 +30,10 @@ TZ = dt.timezone(dt.timedelta(hours=8))
 
 @pytest.fixture
 def stack(tmp_path: Path, warehouse_url: str, validator):  # type: ignore[no-untyped-def]
+    return _stack(tmp_path, warehouse_url, validator)
+
+
+def _stack(tmp_path: Path, warehouse_url: str, validator):  # type: ignore[no-untyped-def]
     contracts = tmp_path / "contracts"
     contracts.mkdir()
     env = {
@@ -71,6 +75,23 @@ def _files(ctx) -> list[tuple]:  # type: ignore[no-untyped-def]
 
 
 def test_replay_after_a_contract_fix_accepts_the_rejected_file(stack) -> None:  # type: ignore[no-untyped-def]
+    check_replay_after_a_contract_fix(stack)
+
+
+@pytest.mark.integration
+def test_replay_after_a_contract_fix_on_postgres(tmp_path: Path, validator) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from tests.test_postgres import PG_ENV, fresh_pg
+
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"set {PG_ENV} to run the replay on PostgreSQL")
+    fresh_pg(url).dispose()
+    check_replay_after_a_contract_fix(_stack(tmp_path, url, validator))
+
+
+def check_replay_after_a_contract_fix(stack) -> None:  # type: ignore[no-untyped-def]
     context, contracts, landing, _ = stack
     (contracts / "WZB.yaml").write_text(WRONG_DATES, encoding="utf-8")
     inbox = landing / "WZB" / "inbox"
