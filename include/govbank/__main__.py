@@ -1,4 +1,5 @@
-"""Command line: ``python -m govbank <command>`` (migrate, kpi, ingest, marts).
+"""Command line: ``python -m govbank <command>`` (migrate, kpi, ingest, marts, replay,
+housekeeping).
 
 ``ingest`` runs the stages without Airflow, for development and benchmarks; the
 daily job runs them through the DAGs.
@@ -65,6 +66,25 @@ def print_reconciliation(settings: Settings, expected: Path | None) -> int:
     return 0 if same else 1
 
 
+def run_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Replay, then rebuild the marts (unless a dry run); 1 if nothing matched or a file was refused."""
+    from govbank.domain.pseudonym import key_from_env
+    from govbank.ingest.replay import Selection, replay, report
+    from govbank.orchestration.runtime import build_context, build_marts
+
+    ctx = build_context(settings, key_from_env())
+    sel = Selection(args.bank, args.file, args.sha256, args.status, args.since)
+    try:
+        results = replay(ctx, sel, dry_run=args.dry_run)
+    finally:
+        ctx.landing.close()
+        ctx.engine.dispose()
+    print(report(results, args.dry_run))
+    if not args.dry_run and any(r.outcome for r in results):
+        print(build_marts(settings))
+    return 0 if results and not any(r.refused for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m govbank")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -76,7 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--expected", type=Path, help="the generator's intended counts (JSON)")
     marts = sub.add_parser("marts", help="rebuild the marts")
     marts.add_argument("--as-of", type=dt.date.fromisoformat)
+    rep = sub.add_parser("replay", help="reprocess archived files through today's contract and suites")
+    rep.add_argument("--bank", required=True)
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument("--file", help="the file name the bank sent")
+    which.add_argument("--sha256", help="the digest of the bytes (as in the receipt)")
+    which.add_argument("--status", choices=["rejected", "partially_accepted", "accepted"])
+    rep.add_argument("--since", type=dt.date.fromisoformat, help="with --status: received on or after")
+    rep.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
+    hk = sub.add_parser("housekeeping", help="purge raw files and API pages past GOVBANK_RETENTION_DAYS")
+    hk.add_argument("--dry-run", action="store_true", help="list what would be purged, change nothing")
     args = parser.parse_args(argv)
+    if args.cmd == "replay" and args.since and not args.status:
+        parser.error("--since goes with --status")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
     if args.cmd == "migrate":
@@ -98,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             process_bank(ctx, bank)
         return 1 if broken else 0
+    if args.cmd == "replay":
+        return run_replay(settings, args)
+    if args.cmd == "housekeeping":
+        from govbank.orchestration.housekeeping import housekeeping
+
+        result = housekeeping(settings, dry_run=args.dry_run)
+        print(result.report())
+        return 0
     if args.cmd == "marts":
         from govbank.orchestration.runtime import build_marts
 

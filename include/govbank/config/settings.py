@@ -59,6 +59,8 @@ class Settings:
     chunk_rows: int = 40_000
     gx_rows: int = 120_000
     max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.ingest.read's 4 GiB
+    # raw bank files (archive) and raw API pages hold personal data: kept this long, then purged
+    retention_days: int = 180
 
     @classmethod
     def from_env(
@@ -89,6 +91,7 @@ class Settings:
             max_decompressed_bytes=int(env["GOVBANK_MAX_DECOMPRESSED_BYTES"])
             if env.get("GOVBANK_MAX_DECOMPRESSED_BYTES")
             else None,
+            retention_days=int(env.get("GOVBANK_RETENTION_DAYS", "180")),
         )
 
 # Assets the DAGs update and listen to (plain strings: the package does not import Airflow)

@@ -6,7 +6,9 @@ from __future__ import annotations
 FILE_REASONS: dict[str, str] = {
     "FILE_NAME_INVALID": "文件名不符合规范 <数据集>_<银行代码>_<YYYYMMDD>[_<序号>].<扩展名>",
     "BANK_MISMATCH": "文件名中的银行代码与上传账户不一致",
-    "NO_CONTRACT": "该银行尚无数据报送约定（合同配置），文件已保留待处理",
+    "NO_CONTRACT": (
+        "该银行尚无数据报送约定（合同配置）：文件已存入原始档案，约定生效后由运维人员重新处理，无需重新报送"
+    ),
     "OK_ROWS_MISMATCH": "控制文件(.ok)中的行数与数据文件不一致",
     "OK_SHA256_MISMATCH": "控制文件(.ok)中的 sha256 与数据文件不一致",
     "OK_INVALID": "控制文件(.ok)格式错误",
@@ -42,6 +44,11 @@ ROW_REASONS: dict[str, str] = {
     "COORD_MISSING": "政务服务超市和自助终端必须填写经纬度",
     "COORD_OUT_OF_AREA": "经纬度不在瓯海区范围内",
 }
+
+# the receipt of an operator's replay says so, beside the earlier outcome it replaces
+REPLAY_MESSAGE = "运维人员已按现行约定重新处理该文件，本回执取代此前的回执"
+# a dataset the bank's contract does not list yet: the file waits in the archive too
+NO_FEED_MESSAGE = "约定中没有 {dataset} 数据集：文件已存入原始档案，约定补充后由运维人员重新处理，无需重新报送"
 
 ALL_REASONS: dict[str, str] = {**FILE_REASONS, **ROW_REASONS}
 

@@ -20,7 +20,7 @@ from govbank.domain.datasets import PERSONAL_FIELDS
 from govbank.domain.errors import BankInputError, FileRejected
 from govbank.domain.issues import RowIssue
 from govbank.domain.pseudonym import mask
-from govbank.domain.reasons import message
+from govbank.domain.reasons import REPLAY_MESSAGE, message
 from govbank.domain.statuses import LOADED
 from govbank.ingest.context import Context
 from govbank.ingest.intake import Registered, claim, still_in_inbox
@@ -64,6 +64,7 @@ class Receipt:
     rows_rejected: int
     errors: list[ReceiptError] = field(default_factory=list)
     duplicate_of: dict | None = None
+    replay_of: dict | None = None  # an operator's replay: the earlier outcome it replaces
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
@@ -227,6 +228,15 @@ def receipt_for(conn: Connection, file_id: int) -> tuple[Receipt, list[ReceiptEr
         errors=errors,
         warnings=f.error.split("\n") if f.status in LOADED and f.error else [],
     )
+    if f.replay_of is not None:
+        earlier = conn.execute(select(etl_file).where(etl_file.c.file_id == f.replay_of)).one()
+        receipt.replay_of = {
+            "file_name": earlier.file_name,
+            "status": earlier.status,
+            "processed_at": iso(earlier.processed_at),
+            "rows_loaded": earlier.rows_loaded,
+            "message": REPLAY_MESSAGE,
+        }
     return receipt, errors
 
 

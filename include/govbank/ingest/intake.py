@@ -18,7 +18,7 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from govbank.domain.errors import BankInputError, TransientError
-from govbank.domain.reasons import message
+from govbank.domain.reasons import NO_FEED_MESSAGE, message
 from govbank.ingest.context import Context
 from govbank.ingest.discover import FileName, parse_file_name, parse_ok
 from govbank.transport import RemoteFile
@@ -123,15 +123,23 @@ def receive(ctx: Context, bank_code: str, data: RemoteFile) -> Registered | None
 def _seen_before(
     ctx: Context, bank_code: str, data: RemoteFile, row: dict, final: Path
 ) -> Registered | None:
-    """The bank sent these bytes before: take an unfinished original over, or register a duplicate."""
+    """The bank sent these bytes before: take an unfinished original over, or register a duplicate.
+
+    The original is the bytes' latest outcome: an operator's replay (``ingest.replay``)
+    when there is one. A replay registers its row first and arrives here, where it is
+    taken over like a file an earlier run died on.
+    """
     sha = row["sha256"]
     with ctx.engine.connect() as conn:
         original = conn.execute(
-            select(etl_file).where(
+            select(etl_file)
+            .where(
                 etl_file.c.bank_code == bank_code,
                 etl_file.c.sha256 == sha,
                 etl_file.c.status != "duplicate",
             )
+            .order_by(etl_file.c.file_id.desc())
+            .limit(1)
         ).one()
     if original.status == "processing" or original.answered_at is None:
         # an earlier run died before answering: take the file over
@@ -165,7 +173,7 @@ def check_envelope(
     if bank_code not in ctx.contracts:
         raise BankInputError("NO_CONTRACT", message("NO_CONTRACT"), bank_code)
     if fname.dataset not in ctx.contracts[bank_code].feeds:
-        raise BankInputError("NO_CONTRACT", f"约定中没有 {fname.dataset} 数据集")
+        raise BankInputError("NO_CONTRACT", NO_FEED_MESSAGE.format(dataset=fname.dataset))
     try:
         control = parse_ok(ctx.landing.read_small(bank_code, ok.name))
     except (FileNotFoundError, TransientError):

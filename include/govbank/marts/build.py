@@ -118,6 +118,27 @@ def rebuild_elicense_monthly(conn: Connection) -> None:
     )
 
 
+def counts_as_received():  # type: ignore[no-untyped-def]
+    """Where an ``etl_file`` row counts as the bank having sent its feed for its business date.
+
+    A loaded file; or a duplicate of a loaded file of the same dataset: a bank re-sending
+    an unchanged snapshot byte for byte under the new day's name did send for that day
+    (its receipt says ``duplicate`` and names the original, nothing is loaded twice).
+    Used by the late-bank check and ``mart_bank_freshness``; select from ``etl_file``.
+    """
+    original = etl_file.alias("original")
+    loaded_original = (
+        select(original.c.file_id)
+        .where(
+            original.c.file_id == etl_file.c.duplicate_of,
+            original.c.status.in_(LOADED),
+            original.c.dataset == etl_file.c.dataset,
+        )
+        .exists()
+    )
+    return etl_file.c.status.in_(LOADED) | ((etl_file.c.status == "duplicate") & loaded_original)
+
+
 def rebuild_bank_freshness(
     conn: Connection, contracts: Mapping[str, BankContract], as_of: dt.date
 ) -> list[dict]:
@@ -127,14 +148,14 @@ def rebuild_bank_freshness(
         (r.bank_code, r.dataset): r.last_date
         for r in conn.execute(
             select(e.c.bank_code, e.c.dataset, func.max(e.c.business_date).label("last_date"))
-            .where(e.c.status.in_(LOADED), cast(e.c.business_date, Date) <= as_of)
+            .where(counts_as_received(), cast(e.c.business_date, Date) <= as_of)
             .group_by(e.c.bank_code, e.c.dataset)
         )
     }
     latest = {}
     for r in conn.execute(
         select(e.c.bank_code, e.c.dataset, e.c.received_at, e.c.status)
-        .where(e.c.dataset.is_not(None), e.c.status != "duplicate")
+        .where(e.c.dataset.is_not(None), (e.c.status != "duplicate") | counts_as_received())
         .order_by(e.c.business_date, e.c.received_at, e.c.file_id)
     ):
         latest[(r.bank_code, r.dataset)] = r

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from govbank.config.contracts import BankContract
 from govbank.ingest.discover import complete_files
+from govbank.marts.build import counts_as_received
 from govbank.transport import Landing
 from govbank.warehouse.schema import etl_file
 
@@ -49,8 +50,7 @@ def check_bank(
     with engine.connect() as conn:
         last = conn.execute(
             select(func.max(etl_file.c.business_date)).where(
-                etl_file.c.bank_code == bank_code,
-                etl_file.c.status.in_(("accepted", "partially_accepted")),
+                etl_file.c.bank_code == bank_code, counts_as_received()
             )
         ).scalar()
     every = min(f.expected_every_days for f in contract.feeds.values())

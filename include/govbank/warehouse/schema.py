@@ -146,15 +146,19 @@ etl_file = Table(
     Column("duplicate_of", Integer),
     Column("data_docs", Text),
     Column("answered_at", TZ),
+    # an operator's replay: the earlier outcome (file_id) these bytes were reprocessed from
+    Column("replay_of", Integer),
+    Column("archive_purged_at", TZ),  # housekeeping removed the raw bytes past retention
     # one original per bank and digest: the same bytes again from that bank are a
-    # duplicate; another bank's identical file is its own (and never named to it)
+    # duplicate; another bank's identical file is its own (and never named to it).
+    # Replays are left out: they reprocess bytes already registered, on purpose.
     Index(
         "uq_etl_file_bank_sha256_original",
         "bank_code",
         "sha256",
         unique=True,
-        sqlite_where=text("status <> 'duplicate'"),
-        postgresql_where=text("status <> 'duplicate'"),
+        sqlite_where=text("status <> 'duplicate' AND replay_of IS NULL"),
+        postgresql_where=text("status <> 'duplicate' AND replay_of IS NULL"),
     ),
 )
 
