@@ -1,4 +1,4 @@
-"""Command line: ``python -m govbank <command>`` (migrate, kpi, ingest, marts).
+"""Command line: ``python -m govbank <command>`` (migrate, kpi, ingest, marts, report).
 
 ``ingest`` runs the stages without Airflow, for development and benchmarks; the
 daily job runs them through the DAGs.
@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--expected", type=Path, help="the generator's intended counts (JSON)")
     marts = sub.add_parser("marts", help="rebuild the marts")
     marts.add_argument("--as-of", type=dt.date.fromisoformat)
+    rep = sub.add_parser("report", help="write the period's work report from the marts")
+    rep.add_argument("--from", dest="start", type=dt.date.fromisoformat, required=True)
+    rep.add_argument("--to", dest="end", type=dt.date.fromisoformat, required=True)
+    rep.add_argument("--as-of", type=dt.date.fromisoformat, help="day the stocks are counted (default: --to)")
+    rep.add_argument("--out", required=True, help="FILE.xlsx, FILE.docx, or - for the text")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -99,6 +104,20 @@ def main(argv: list[str] | None = None) -> int:
         from govbank.orchestration.runtime import build_marts
 
         print(build_marts(settings, args.as_of))
+        return 0
+    if args.cmd == "report":
+        from govbank.report import write_report
+
+        engine = make_engine(settings.warehouse_url)
+        try:
+            with engine.connect() as conn:
+                text = write_report(conn, args.start, args.end, args.out, args.as_of)
+        finally:
+            engine.dispose()
+        if args.out == "-":
+            sys.stdout.write(text)
+        else:
+            print(f"report written to {args.out}", file=sys.stderr)
         return 0
     return 2
 
