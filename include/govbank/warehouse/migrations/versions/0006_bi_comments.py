@@ -32,10 +32,10 @@ depends_on = None
 log = logging.getLogger("alembic.runtime.migration")
 
 MONTHLY = ("mart_elicense_monthly", "mart_reconciliation", "mart_reconciliation_detail")
-# Frozen here, as 0004 froze its list: what this revision adds to the dashboard role.
 NEW_DASHBOARD_TABLES = ("mart_outlet_detail", "mart_bank_outlets", "dim_metric")
-# The dashboard role's tables at this revision (0004's list and the new ones).
-COMMENTED_TABLES = (
+# Frozen here, as 0004 froze its list: the dashboard role's tables at this revision
+# (granting revokes everything else first, so the whole list is granted again).
+DASHBOARD_TABLES_0006 = (
     "mart_kpi",
     "mart_outlets_by_town",
     "mart_elicense_monthly",
@@ -142,16 +142,16 @@ def upgrade() -> None:
         sa.text("SELECT rolname FROM pg_roles WHERE rolname = :d"), {"d": DASHBOARD_ROLE}
     )
     if roles.first() is not None:
-        for statement in dashboard_grant_sql(DASHBOARD_ROLE, NEW_DASHBOARD_TABLES):
+        for statement in dashboard_grant_sql(DASHBOARD_ROLE, DASHBOARD_TABLES_0006):
             op.execute(statement)
     else:
         log.warning("role %s is missing: the new marts are not granted to it", DASHBOARD_ROLE)
-    apply_comments(COMMENTED_TABLES)
+    apply_comments(DASHBOARD_TABLES_0006)
 
 
 def downgrade() -> None:
     if _pg():
-        apply_comments(COMMENTED_TABLES, clear=True)
+        apply_comments(DASHBOARD_TABLES_0006, clear=True)
     for name in reversed(NEW_DASHBOARD_TABLES):
         op.drop_table(name)
     for name in MONTHLY:
