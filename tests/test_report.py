@@ -97,6 +97,8 @@ def test_half_year_text_carries_the_seed_report(demo: Demo, monkeypatch, capsys)
     assert f"一致{intended['matched']}笔" in text
     assert f"仅银行报送{intended['bank_only']}笔、仅平台有记录{intended['gov_only']}笔" in text
     assert "{{" not in text and "{%" not in text
+    paragraphs = text.split("\n\n")  # the title, the period, one per theme
+    assert len(paragraphs) == 7 and [p[:2] for p in paragraphs[2:]] == ["一、", "二、", "三、", "四、", "五、"]
 
 
 def test_xlsx_has_the_paragraphs_and_each_table_with_its_source(demo: Demo, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -50,7 +50,7 @@ def render_text(context: dict[str, Any], template: str | os.PathLike[str] | None
 
     name, source = template_source(template)
     env = Environment(
-        undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True,
+        undefined=StrictUndefined, autoescape=False,
         keep_trailing_newline=True,
     )
     env.filters["yi"] = yi_yuan
