@@ -32,6 +32,8 @@ Configuration: landing folder `GOVBANK_LANDING_DIR` or SFTP connection
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pendulum
 from airflow.sdk import Asset, PokeReturnValue, dag, task, task_group
 from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
@@ -55,7 +57,7 @@ BANK_FILES = Asset(ASSET_BANK_FILES)
     # Airflow's Deadline Alert (experimental in 3.3) sends it through the Apprise notifier
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=pendulum.duration(hours=13),
+        interval=dt.timedelta(hours=13),  # a plain timedelta: the DAG must serialise
         callback=AsyncCallback(
             "airflow.providers.apprise.notifications.apprise.AppriseNotifier",  # imported by the triggerer
             kwargs={

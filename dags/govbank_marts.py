@@ -18,6 +18,11 @@ see the old or the new figures, never half.
 
 The choice is `govbank.marts.asof.as_of_for`; the task logs it, and the `marts` Asset event it
 emits carries the same `{"as_of": ...}`.
+
+**write_reports** then writes the work report (`python -m govbank report`) of the month and
+of the half-year `as_of` falls in, each up to `as_of`, as xlsx and docx into
+`$GOVBANK_LOCAL_DIR/reports/` (or `$GOVBANK_REPORTS_DIR`), e.g.
+`govbank_report_2023-06.xlsx` and `govbank_report_2023H1.docx`; a rerun replaces them.
 """
 
 from __future__ import annotations
@@ -63,9 +68,23 @@ def govbank_marts():
             print(f"{metric}: {value}")
         if outlet_events is not None:  # the marts' own event says which day they are as of
             outlet_events[MARTS].extra = as_of_extra(as_of)
-        return {k: str(v) for k, v in figures.items()}
+        return {**{k: str(v) for k, v in figures.items()}, "as_of": as_of.isoformat()}
 
-    build_marts()
+    @task(execution_timeout=pendulum.duration(minutes=15))
+    def write_reports(figures: dict) -> list[str]:  # type: ignore[no-untyped-def]
+        import datetime as dt
+
+        from govbank.orchestration.airflow_support import settings
+        from govbank.report import write_reports as write
+        from govbank.report.write import reports_dir
+
+        as_of = dt.date.fromisoformat(figures["as_of"])
+        written = write(settings().warehouse_url, as_of, reports_dir())
+        for path in written:
+            print(f"report: {path}")
+        return [str(p) for p in written]
+
+    write_reports(build_marts())
 
 
 govbank_marts()

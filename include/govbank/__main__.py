@@ -1,5 +1,5 @@
 """Command line: ``python -m govbank <command>`` (migrate, kpi, ingest, marts, replay,
-housekeeping).
+housekeeping, report).
 
 ``ingest`` runs the stages without Airflow, for development and benchmarks; the
 daily job runs them through the DAGs.
@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
     hk = sub.add_parser("housekeeping", help="purge raw files and API pages past GOVBANK_RETENTION_DAYS")
     hk.add_argument("--dry-run", action="store_true", help="list what would be purged, change nothing")
+    rpt = sub.add_parser("report", help="write the period's work report from the marts")
+    rpt.add_argument("--from", dest="start", type=dt.date.fromisoformat, required=True)
+    rpt.add_argument("--to", dest="end", type=dt.date.fromisoformat, required=True)
+    rpt.add_argument("--as-of", type=dt.date.fromisoformat, help="day the stocks are counted (default: --to)")
+    rpt.add_argument("--out", required=True, help="FILE.xlsx, FILE.docx, or - for the text")
     args = parser.parse_args(argv)
     if args.cmd == "replay" and args.since and not args.status:
         parser.error("--since goes with --status")
@@ -142,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
         from govbank.orchestration.runtime import build_marts
 
         print(build_marts(settings, args.as_of))
+        return 0
+    if args.cmd == "report":
+        from govbank.report import write_report
+
+        engine = make_engine(settings.warehouse_url)
+        try:
+            with engine.connect() as conn:
+                text = write_report(conn, args.start, args.end, args.out, args.as_of)
+        finally:
+            engine.dispose()
+        if args.out == "-":
+            sys.stdout.write(text)
+        else:
+            print(f"report written to {args.out}", file=sys.stderr)
         return 0
     return 2
 

@@ -24,21 +24,27 @@ from sqlalchemy import (
 )
 
 from govbank.config.contracts import BankContract
-from govbank.domain.datasets import Dataset
-from govbank.domain.metrics import BY_CODE
+from govbank.domain.datasets import OUTLET_TYPES, Dataset
+from govbank.domain.metrics import BY_CODE, METRICS
 from govbank.domain.statuses import LOADED
 from govbank.marts.reconcile import rebuild_reconciliation
-from govbank.warehouse.dialect import month_of
+from govbank.warehouse.dialect import month_of, month_start
 from govbank.warehouse.schema import (
+    dim_bank,
+    dim_metric,
     dim_outlet,
     dim_town,
     etl_file,
     fact_elicense_biz,
     mart_bank_freshness,
+    mart_bank_outlets,
     mart_elicense_monthly,
     mart_kpi,
+    mart_outlet_detail,
     mart_outlets_by_town,
 )
+
+SUPERMARKET, TERMINAL, VAN, ORDINARY = OUTLET_TYPES
 
 
 def kpi_values(conn: Connection, as_of: dt.date) -> dict[str, object]:
@@ -104,16 +110,18 @@ def rebuild_outlets_by_town(conn: Connection) -> None:
 def rebuild_elicense_monthly(conn: Connection) -> None:
     f = fact_elicense_biz
     month = month_of(conn, f.c.biz_date)
+    first = month_start(conn, f.c.biz_date)
     credit = func.sum(f.c.credit_amount_yuan)
     drawn = func.sum(f.c.drawn_amount_yuan)
     utilisation = case((credit > 0, func.round(drawn * literal_column("1.0") / credit, 4)), else_=None)
     conn.execute(delete(mart_elicense_monthly))
     conn.execute(
         insert(mart_elicense_monthly).from_select(
-            ["bank_code", "month", "biz_type", "records", "credit_amount_yuan", "drawn_amount_yuan", "utilisation"],
-            select(f.c.bank_code, month, f.c.biz_type, func.count(), credit, drawn, utilisation)
+            ["bank_code", "month", "biz_type", "records", "credit_amount_yuan", "drawn_amount_yuan",
+             "utilisation", "month_start"],
+            select(f.c.bank_code, month, f.c.biz_type, func.count(), credit, drawn, utilisation, first)
             .where(f.c.status == "有效")
-            .group_by(f.c.bank_code, month, f.c.biz_type),
+            .group_by(f.c.bank_code, month, first, f.c.biz_type),
         )
     )
 
@@ -137,6 +145,62 @@ def counts_as_received():  # type: ignore[no-untyped-def]
         .exists()
     )
     return etl_file.c.status.in_(LOADED) | ((etl_file.c.status == "duplicate") & loaded_original)
+
+def rebuild_outlet_detail(conn: Connection) -> None:
+    """Every live outlet with its bank's and town's names: what a report quotes per outlet."""
+    o, t, b = dim_outlet, dim_town, dim_bank
+    conn.execute(delete(mart_outlet_detail))
+    conn.execute(
+        insert(mart_outlet_detail).from_select(
+            ["bank_code", "outlet_code", "bank_name", "outlet_name", "outlet_type", "town_code",
+             "town_name", "service_items", "opened_on", "opened_month"],
+            select(
+                o.c.bank_code, o.c.outlet_code, b.c.bank_name, o.c.outlet_name, o.c.outlet_type,
+                o.c.town_code, t.c.town_name, o.c.service_items, o.c.opened_on,
+                month_start(conn, o.c.opened_on),
+            )
+            .select_from(
+                o.join(b, b.c.bank_code == o.c.bank_code).outerjoin(t, t.c.town_code == o.c.town_code)
+            )
+            .where(o.c.is_current.is_(True), o.c.status == "正常"),
+        )
+    )
+
+
+def rebuild_bank_outlets(conn: Connection) -> None:
+    """Per bank: when it joined and its live outlets, the service points apart."""
+    d, b = mart_outlet_detail, dim_bank
+
+    def of_type(*kinds: str):  # type: ignore[no-untyped-def]
+        return func.count(case((d.c.outlet_type.in_(kinds), 1)))
+
+    conn.execute(delete(mart_bank_outlets))
+    conn.execute(
+        insert(mart_bank_outlets).from_select(
+            ["bank_code", "bank_name", "joined_on", "joined_month", "outlets", "service_outlets",
+             "supermarkets", "terminals", "vans"],
+            select(
+                b.c.bank_code, b.c.bank_name, b.c.joined_on, month_start(conn, b.c.joined_on),
+                func.count(d.c.outlet_code), of_type(SUPERMARKET, TERMINAL, VAN),
+                of_type(SUPERMARKET), of_type(TERMINAL), of_type(VAN),
+            )
+            .select_from(b.outerjoin(d, d.c.bank_code == b.c.bank_code))
+            .group_by(b.c.bank_code, b.c.bank_name, b.c.joined_on),
+        )
+    )
+
+
+def rebuild_metric_dictionary(conn: Connection) -> None:
+    """dim_metric follows domain.metrics, where the code's labels live."""
+    conn.execute(delete(dim_metric))
+    conn.execute(
+        insert(dim_metric),
+        [
+            {"code": m.code, "label": m.label, "short_label": m.short, "unit": m.unit,
+             "definition": m.definition, "position": i}
+            for i, m in enumerate(METRICS, start=1)
+        ],
+    )
 
 
 def rebuild_bank_freshness(
@@ -195,6 +259,9 @@ def rebuild_all(
     rebuild_kpi(conn, as_of)
     rebuild_outlets_by_town(conn)
     rebuild_elicense_monthly(conn)
+    rebuild_outlet_detail(conn)
+    rebuild_bank_outlets(conn)
+    rebuild_metric_dictionary(conn)
     rebuild_bank_freshness(conn, contracts, as_of)
     rebuild_reconciliation(conn)
     return kpi_values(conn, as_of)

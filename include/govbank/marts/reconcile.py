@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateTable, DropTable
 
-from govbank.warehouse.dialect import days_apart, local_date, month_of, temp_schema
+from govbank.warehouse.dialect import days_apart, local_date, month_of, month_start, temp_schema
 from govbank.warehouse.schema import (
     fact_elicense_biz,
     fact_elicense_usage,
@@ -167,6 +167,7 @@ def rebuild_reconciliation(conn: Connection) -> None:
         b.c.enterprise_name,
         b.c.biz_date,
         month_of(conn, b.c.biz_date),
+        month_start(conn, b.c.biz_date),
     ).where(
         b.c.status == LIVE,
         ~exists().where(match.c.bank_code == b.c.bank_code, match.c.biz_id == b.c.biz_id),
@@ -180,9 +181,11 @@ def rebuild_reconciliation(conn: Connection) -> None:
         u.c.enterprise_name,
         usage_day,
         month_of(conn, usage_day),
+        month_start(conn, usage_day),
     ).where(u.c.status == LIVE, ~exists().where(match.c.usage_id == u.c.usage_id))
     detail_cols = [
         "side", "record_id", "bank_code", "scene", "uscc", "enterprise_name", "record_date", "month",
+        "month_start",
     ]  # fmt: skip
     conn.execute(insert(mart_reconciliation_detail).from_select(detail_cols, bank_only))
     conn.execute(insert(mart_reconciliation_detail).from_select(detail_cols, gov_only))
@@ -192,6 +195,7 @@ def rebuild_reconciliation(conn: Connection) -> None:
     matched_rows = select(
         b.c.bank_code.label("bank_code"),
         month_of(conn, b.c.biz_date).label("month"),
+        month_start(conn, b.c.biz_date).label("month_start"),
         b.c.biz_type.label("scene"),
         literal(1).label("m"),
         literal(0).label("bo"),
@@ -202,6 +206,7 @@ def rebuild_reconciliation(conn: Connection) -> None:
     side_rows = select(
         d.c.bank_code,
         d.c.month,
+        d.c.month_start,
         d.c.scene,
         literal(0),
         case((d.c.side == "bank_only", 1), else_=0),
@@ -215,11 +220,13 @@ def rebuild_reconciliation(conn: Connection) -> None:
         func.sum(every.c.m),
         func.sum(every.c.bo),
         func.sum(every.c.go),
-    ).group_by(every.c.bank_code, every.c.month, every.c.scene)
+        every.c.month_start,
+    ).group_by(every.c.bank_code, every.c.month, every.c.month_start, every.c.scene)
     conn.execute(delete(mart_reconciliation))
     conn.execute(
         insert(mart_reconciliation).from_select(
-            ["bank_code", "month", "scene", "matched", "bank_only", "gov_only"], totals
+            ["bank_code", "month", "scene", "matched", "bank_only", "gov_only", "month_start"],
+            totals,
         )
     )
     for table in (match, edge):

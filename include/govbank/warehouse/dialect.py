@@ -28,6 +28,13 @@ def month_of(conn: Connection, column: Any) -> ColumnElement[str]:
     return func.strftime("%Y-%m", column)
 
 
+def month_start(conn: Connection, column: Any) -> ColumnElement[Any]:
+    """A date's month as a date, the first of the month (what BI tools group by)."""
+    if is_pg(conn):
+        return cast(func.date_trunc("month", column), Date)
+    return func.date(column, "start of month")
+
+
 def local_date(conn: Connection, ts: Any) -> ColumnElement[Any]:
     """A stored timestamp's calendar day in Asia/Shanghai.
 

@@ -113,6 +113,8 @@ class _BankPlan:
     fixed: tuple[tuple[int, str], ...] = ()  # invalid in file i, sent right in the next
     unfixed: tuple[tuple[int, str], ...] = ()  # invalid in file i, never sent again
     uat_rows: int = 0  # rows of the rejected test export
+    outlets_since: dt.date | None = None  # its old outlets opened from here (default: joined_on)
+    full_terminal_items: int | None = None  # its first 2023 terminal offers the whole catalogue
 
 
 _PLANS: tuple[_BankPlan, ...] = (
@@ -149,6 +151,9 @@ _PLANS: tuple[_BankPlan, ...] = (
         correct=((1, 2, "drawn0"), (4, 5, "credit_x10")),
         fixed=((1, "bad_uscc_check"),),
         unfixed=((4, "unknown_outlet"),),
+        # its outlets predate the cooperation: they were brought in when it joined in 2023
+        # (the seed report: "将温州银行在我区的14个网点正式纳入政银合作范围")
+        outlets_since=_d("2021-06-01"),
     ),
     _BankPlan(
         code="OHRCB",
@@ -183,6 +188,7 @@ _PLANS: tuple[_BankPlan, ...] = (
         ordinary=4,
         suspended_super_at=1,
         bad_coords_at=0,
+        full_terminal_items=283,  # the seed report: "可办理 … 283项政务服务事项"
         counted=250,
         id_prefix="OH",
         products=("丰收小微贷", "瓯e贷", "创业贷"),
@@ -706,7 +712,7 @@ def _build_outlets(
         return o
 
     snap_days = plan.outlet_days
-    start_old = contract.joined_on
+    start_old = plan.outlets_since or contract.joined_on
 
     def new_2023(i: int) -> dt.date:
         lo = YEAR_START if i == 0 else snap_days[i - 1] + dt.timedelta(1)
@@ -722,13 +728,15 @@ def _build_outlets(
             plan.suspended_super_at
         ] = SUSPENDED
     for i, n in enumerate(plan.terminals):
-        for _ in range(n):
+        for k in range(n):
             opened = (
                 _rand_day(rng, dt.date(2021, 3, 1), dt.date(2022, 12, 20))
                 if i == 0
                 else new_2023(i)
             )
-            add(TERMINAL, i, opened)
+            terminal = add(TERMINAL, i, opened)
+            if (i, k) == (1, 0) and plan.full_terminal_items is not None:
+                terminal.items = plan.full_terminal_items  # after the draw: the stream stays
     for _ in range(plan.vans):
         add(VAN, 0, _rand_day(rng, dt.date(2022, 7, 1), dt.date(2022, 9, 30)), zeya)
     ordinary_towns = rng.sample(list(all_towns), plan.ordinary)
