@@ -132,7 +132,7 @@ import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from govbank.domain.errors import BankInputError
-from govbank.ingest.read import read_xlsx
+from govbank.ingest.xlsx import read_xlsx
 started = time.perf_counter()
 out = {}
 if sys.argv[3] == "calamine":

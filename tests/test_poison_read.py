@@ -17,7 +17,8 @@ from govbank.domain.errors import BankInputError
 from govbank.domain.reasons import ROW_REASONS
 from govbank.ingest.discover import MAX_NAME_BYTES, bounded_name, parse_file_name
 from govbank.ingest.normalise import normalise_cells, normalise_chunk, parse_number
-from govbank.ingest.read import RawChunk, read_delimited, read_delimited_fast, read_xlsx
+from govbank.ingest.read import RawChunk, read_delimited, read_delimited_fast
+from govbank.ingest.xlsx import read_xlsx
 from govbank.util.text import log_safe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ _CHILD = """
 import json, resource, sys
 from pathlib import Path
 from govbank.domain.errors import BankInputError
-from govbank.ingest.read import read_xlsx
+from govbank.ingest.xlsx import read_xlsx
 out = {}
 try:
     parsed = read_xlsx(Path(sys.argv[1]), chunk_rows=5000)

@@ -28,8 +28,8 @@ from govbank.ingest.read import (
     RawChunk,
     read_delimited,
     read_delimited_fast,
-    read_xlsx,
 )
+from govbank.ingest.xlsx import read_xlsx
 from govbank.util.text import log_safe
 from tests.corpus import xlsx
 

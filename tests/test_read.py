@@ -9,7 +9,8 @@ import openpyxl
 import pytest
 
 from govbank.domain.errors import BankInputError
-from govbank.ingest.read import detect_encoding, read_delimited, read_xlsx
+from govbank.ingest.read import detect_encoding, read_delimited
+from govbank.ingest.xlsx import read_xlsx
 
 HEADER = "网点编号|网点名称|地址"
 

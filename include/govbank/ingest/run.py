@@ -46,9 +46,9 @@ from govbank.ingest.read import (
     cells_from_raw,
     read_delimited,
     read_delimited_fast,
-    read_xlsx,
 )
 from govbank.ingest.stage import Staging, keys_of, staged_columns
+from govbank.ingest.xlsx import read_xlsx
 from govbank.transport import RemoteFile
 from govbank.util.clock import now
 from govbank.util.concurrency import Prefetch
