@@ -32,13 +32,9 @@ Configuration: landing folder `GOVBANK_LANDING_DIR` or SFTP connection
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pendulum
 from airflow.sdk import Asset, PokeReturnValue, dag, task, task_group
-from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
 
-from govbank.config.connections import ALERTS_CONN_ID
 from govbank.config.settings import ASSET_BANK_FILES
 from govbank.orchestration.notify import failure_notifier
 
@@ -53,20 +49,6 @@ BANK_FILES = Asset(ASSET_BANK_FILES)
     max_active_runs=2,
     # the sensors may wait a day for a late bank; past that the run is stuck, not late
     dagrun_timeout=pendulum.duration(hours=26),
-    # a run still going 13 h after it was queued (21:00 for the 08:00 run) needs a person:
-    # Airflow's Deadline Alert (experimental in 3.3) sends it through the Apprise notifier
-    deadline=DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=dt.timedelta(hours=13),  # a plain timedelta: the DAG must serialise
-        callback=AsyncCallback(
-            "airflow.providers.apprise.notifications.apprise.AppriseNotifier",  # imported by the triggerer
-            kwargs={
-                "title": "govbank 告警",
-                "body": "【govbank 告警】govbank_ingest 运行 {{ dag_run.dag_run_id }} 排队 13 小时后仍未结束，请查看",
-                "apprise_conn_id": ALERTS_CONN_ID,
-            },
-        ),
-    ),
     doc_md=__doc__,
     tags=["govbank", "ingest", "bank-files"],
     default_args={

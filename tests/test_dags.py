@@ -61,15 +61,6 @@ def test_every_dag_follows_the_policy(dagbag) -> None:  # type: ignore[no-untype
     assert not problems, "\n".join(problems)
 
 
-def test_ingest_has_a_deadline_alert_through_the_notifier(dagbag) -> None:  # type: ignore[no-untyped-def]
-    """Checked on Airflow 3.3 with a scheduler and triggerer: the callback fires with the run."""
-    (alert,) = dagbag.dags["govbank_ingest"].deadline
-    assert alert.interval.total_seconds() == 13 * 3600
-    assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
-    assert alert.callback.path == "airflow.providers.apprise.notifications.apprise.AppriseNotifier"
-    assert alert.callback.kwargs["apprise_conn_id"] == "govbank_alerts"
-
-
 def test_ingest_is_mapped_per_bank_and_feeds_the_marts(dagbag) -> None:  # type: ignore[no-untyped-def]
     ingest = dagbag.dags["govbank_ingest"]
     for task_id in ("bank.wait_for_files", "bank.ingest_bank"):
