@@ -308,7 +308,7 @@ def test_clicking_a_town_filters_the_other_charts_and_exports_follow(dashboard: 
     assert download.suggested_filename == f"govbank_reconciliation_2023-03_2023-04_{town}.xlsx"
     from openpyxl import load_workbook
 
-    sheet = load_workbook(download.path()).active
+    sheet = load_workbook(io.BytesIO(Path(download.path()).read_bytes())).active
     values = list(sheet.iter_rows(values_only=True))
     assert values[0][0] == "业务核对" and town_name in values[1][0] and "mart_reconciliation" in values[2][0]
     assert sum(r[3] for r in values[4:]) == in_range
