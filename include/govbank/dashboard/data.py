@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, func, select
@@ -131,6 +132,31 @@ class Freshness:
     is_late: bool
 
 
+class OutletRow(NamedTuple):
+    town_code: str
+    bank_code: str
+    outlet_type: str
+    outlets: int
+
+
+class MonthlyRow(NamedTuple):
+    bank_code: str
+    month: str
+    biz_type: str
+    records: int
+    credit_amount_yuan: Decimal | None
+    drawn_amount_yuan: Decimal | None
+
+
+class ReconRow(NamedTuple):
+    bank_code: str
+    month: str
+    scene: str
+    matched: int
+    bank_only: int
+    gov_only: int
+
+
 @dataclass
 class DashboardData:
     as_of: dt.date | None
@@ -144,6 +170,10 @@ class DashboardData:
     # bank -> (matched, bank_only, gov_only)
     reconciliation: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     freshness: list[Freshness] = field(default_factory=list)
+    # the rows behind the charts, for filtering on the page and the exports
+    outlets: list[OutletRow] = field(default_factory=list)
+    monthly: list[MonthlyRow] = field(default_factory=list)
+    recon: list[ReconRow] = field(default_factory=list)
 
     @property
     def months(self) -> list[str]:
@@ -179,15 +209,18 @@ def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
         }
         banks = dict(conn.execute(select(dim_bank.c.bank_code, dim_bank.c.bank_name)).all())
 
+        o = mart_outlets_by_town.c
+        outlets = [
+            OutletRow(r.town_code, r.bank_code, r.outlet_type, int(r.outlets))
+            for r in conn.execute(
+                select(o.town_code, o.bank_code, o.outlet_type, o.outlets).order_by(
+                    o.town_code, o.bank_code, o.outlet_type
+                )
+            )
+        ]
         by_town: dict[str, dict[str, int]] = defaultdict(dict)
-        for r in conn.execute(
-            select(
-                mart_outlets_by_town.c.town_code,
-                mart_outlets_by_town.c.outlet_type,
-                func.sum(mart_outlets_by_town.c.outlets),
-            ).group_by(mart_outlets_by_town.c.town_code, mart_outlets_by_town.c.outlet_type)
-        ):
-            by_town[r[0]][r[1]] = int(r[2])
+        for row in outlets:
+            by_town[row.town_code][row.outlet_type] = by_town[row.town_code].get(row.outlet_type, 0) + row.outlets
         towns = [
             Town(
                 t.town_code,
@@ -203,22 +236,40 @@ def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
         m = mart_elicense_monthly.c
         records: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         credit: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        for r in conn.execute(
-            select(m.bank_code, m.month, m.biz_type, m.records, m.credit_amount_yuan)
-        ):
-            records[r.bank_code][r.month] += int(r.records)
-            if r.credit_amount_yuan is not None:
-                credit[r.bank_code][r.month] += Decimal(str(r.credit_amount_yuan))
+        monthly = [
+            MonthlyRow(
+                r.bank_code,
+                r.month,
+                r.biz_type,
+                int(r.records),
+                None if r.credit_amount_yuan is None else Decimal(str(r.credit_amount_yuan)),
+                None if r.drawn_amount_yuan is None else Decimal(str(r.drawn_amount_yuan)),
+            )
+            for r in conn.execute(
+                select(
+                    m.bank_code, m.month, m.biz_type, m.records, m.credit_amount_yuan, m.drawn_amount_yuan
+                ).order_by(m.bank_code, m.month, m.biz_type)
+            )
+        ]
+        for row in monthly:
+            records[row.bank_code][row.month] += row.records
+            if row.credit_amount_yuan is not None:
+                credit[row.bank_code][row.month] += row.credit_amount_yuan
 
         rc = mart_reconciliation.c
-        reconciliation = {
-            r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0))
+        recon = [
+            ReconRow(r.bank_code, r.month, r.scene, int(r.matched), int(r.bank_only), int(r.gov_only))
             for r in conn.execute(
-                select(rc.bank_code, func.sum(rc.matched), func.sum(rc.bank_only), func.sum(rc.gov_only))
-                .group_by(rc.bank_code)
-                .order_by(rc.bank_code)
+                select(rc.bank_code, rc.month, rc.scene, rc.matched, rc.bank_only, rc.gov_only).order_by(
+                    rc.bank_code, rc.month, rc.scene
+                )
             )
-        }
+        ]
+        reconciliation: dict[str, tuple[int, int, int]] = {}
+        for row in recon:
+            a, b, c = reconciliation.get(row.bank_code, (0, 0, 0))
+            reconciliation[row.bank_code] = (a + row.matched, b + row.bank_only, c + row.gov_only)
+        reconciliation = dict(sorted(reconciliation.items()))
 
         f = mart_bank_freshness.c
         freshness = [
@@ -248,4 +299,7 @@ def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
         monthly_credit={b: dict(v) for b, v in credit.items()},
         reconciliation=reconciliation,
         freshness=freshness,
+        outlets=outlets,
+        monthly=monthly,
+        recon=recon,
     )
