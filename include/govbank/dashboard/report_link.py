@@ -1,11 +1,8 @@
 """The half-year report, downloadable from the dashboard.
 
-HOOK(report): the report itself is issue 20's items 1-2 (``python -m govbank report``,
-package ``govbank.report``), written on another branch. Until it is merged this module
-finds no ``govbank.report`` and the page shows no report link. Once merged, the page
-runs the report's documented command line (``--from``, ``--to``, ``--as-of``, ``--out
-FILE.xlsx``); if that package offers a function that returns the workbook, call it in
-:func:`_via_cli`'s place.
+The page runs the report's own command line (``python -m govbank report --from --to
+[--as-of] --out FILE.xlsx``) in a separate process, so the report reads the marts with
+the job's settings and the dashboard process never imports the report's dependencies.
 """
 
 from __future__ import annotations
