@@ -13,6 +13,7 @@ private mount namespace, so the accounts it creates never touch this machine's /
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import io
 import json
@@ -626,6 +627,53 @@ def test_airflow_init_migrates_both_databases(services: dict[str, Any]) -> None:
         assert "AIRFLOW_ADMIN_PASSWORD" not in environment(services[name]), name
 
 
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+FAB_ROLES = ROOT / "docker" / "fab-roles.json"
+AIRFLOW_ROLES = ROOT / "docker" / "airflow-roles.sh"
+
+
+def fab_roles() -> dict[str, dict[str, set[str]]]:
+    """docker/fab-roles.json as role -> resource -> actions."""
+    roles: dict[str, dict[str, set[str]]] = {}
+    for entry in json.loads(FAB_ROLES.read_text(encoding="utf-8")):
+        roles.setdefault(entry["name"], {})[entry["resource"]] = set(entry["action"].split(","))
+    return roles
+
+
+def test_the_stack_runs_a_production_auth_manager(services: dict[str, Any]) -> None:
+    """FAB, not the simple auth manager Airflow documents for development only."""
+    for name in AIRFLOW_SERVICES | {"airflow-cli"}:
+        env = environment(services[name])
+        assert env.get("AIRFLOW__CORE__AUTH_MANAGER") == FAB_AUTH_MANAGER, name
+        assert not [k for k in env if "SIMPLE_AUTH_MANAGER" in k], name
+    module, _, cls = FAB_AUTH_MANAGER.rpartition(".")
+    assert hasattr(importlib.import_module(module), cls)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    assert any(d.startswith("apache-airflow-providers-fab") for d in deps)
+
+
+def test_airflow_init_creates_the_engineer_and_viewer_roles() -> None:
+    init = (ROOT / "docker" / "airflow-init.sh").read_text(encoding="utf-8")
+    assert init.index("airflow db migrate") < init.index("bash /opt/airflow/docker/airflow-roles.sh")
+    script = AIRFLOW_ROLES.read_text(encoding="utf-8")
+    assert "roles import" in script and "fab-roles.json" in script
+    assert "users create --role Admin" in script
+    roles = fab_roles()
+    assert set(roles) == {"govbank_engineer", "govbank_viewer"}
+    viewer, engineer = roles["govbank_viewer"], roles["govbank_engineer"]
+    # both see the DAGs and the plugin's pages (Airflow's "Website" view)
+    for role in (viewer, engineer):
+        assert {"DAGs", "DAG Runs", "Task Instances", "Task Logs"} <= {r for r, a in role.items() if "can_read" in a}
+        assert "can_read" in role["Website"]
+        assert not {"Connections", "Variables", "Users", "Roles", "Config"} & set(role)
+    # district staff change nothing but their own password and profile
+    changes = {r for r, a in viewer.items() if a & {"can_create", "can_edit", "can_delete"}}
+    assert changes == {"My Password", "My Profile"}
+    # data engineers trigger runs, clear tasks and pause DAGs
+    assert "can_create" in engineer["DAG Runs"]
+    assert "can_edit" in engineer["Task Instances"] and "can_edit" in engineer["DAGs"]
+
+
 def test_elicense_api_runs_the_reference_server(services: dict[str, Any]) -> None:
     api = services["elicense-api"]
     command = " ".join(api["command"]) if isinstance(api["command"], list) else api["command"]
@@ -924,3 +972,86 @@ def test_sftp_entrypoint_jails_each_bank_and_lets_the_pipeline_see_all(
         wzb.get_channel().get_transport().close()
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+def test_fab_roles_on_a_real_airflow(tmp_path: Path) -> None:
+    """docker/airflow-roles.sh on a real Airflow with the FAB auth manager (SQLite, the
+    API server on loopback): district staff read the plugin's pages but may not trigger
+    or clear; a data engineer may."""
+    import requests
+
+    home = tmp_path / "airflow"
+    home.mkdir()
+    venv_bin = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "GOVBANK_"))}
+    env.update(
+        PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        AIRFLOW__CORE__AUTH_MANAGER=FAB_AUTH_MANAGER,
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(16),
+        AIRFLOW__API__SECRET_KEY=secrets.token_hex(16),
+        GOVBANK_LOCAL_DIR=str(tmp_path / "local"),
+        GOVBANK_PSEUDONYM_KEY=secrets.token_hex(16),
+        AIRFLOW_ADMIN_USER="admin",
+        AIRFLOW_ADMIN_PASSWORD=secrets.token_urlsafe(12),
+    )
+
+    def run(*args: str) -> str:
+        done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    run("airflow", "db", "migrate")
+    run("python", "-m", "govbank", "migrate")
+    run("bash", str(AIRFLOW_ROLES))
+    passwords = {"district": secrets.token_urlsafe(12), "engineer": secrets.token_urlsafe(12)}
+    for user, role in (("district", "govbank_viewer"), ("engineer", "govbank_engineer")):
+        run("airflow", "users", "create", "--role", role, "--username", user, "--password",
+            passwords[user], "--firstname", user, "--lastname", "govbank", "--email", f"{user}@localhost")  # fmt: skip
+    run("airflow", "dags", "reserialize")
+    port = free_port()
+    server = subprocess.Popen(
+        ["airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, "the API server exited"
+            try:
+                if requests.get(f"{base}/api/v2/monitor/health", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the API server did not start"
+            time.sleep(2)
+
+        def session(user: str) -> requests.Session:
+            r = requests.post(f"{base}/auth/token", json={"username": user, "password": passwords[user]}, timeout=30)
+            assert r.status_code in (200, 201), r.text
+            s = requests.Session()
+            s.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            return s
+
+        dag = f"{base}/api/v2/dags/govbank_marts"
+        for user, may_change in (("district", False), ("engineer", True)):
+            s = session(user)
+            for page in ("/govbank/dashboard/", "/govbank/data-docs/files", "/api/v2/dags/govbank_marts"):
+                assert s.get(base + page, timeout=60).status_code == 200, (user, page)
+            trigger = s.post(f"{dag}/dagRuns", json={"logical_date": None}, timeout=60)
+            clear = s.post(f"{dag}/clearTaskInstances", json={"dry_run": True}, timeout=60)
+            expected = 200 if may_change else 403
+            assert (trigger.status_code, clear.status_code) == (expected, expected), (user, trigger.text)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -24,6 +24,7 @@ class Field:
     required: bool
     max_len: int | None = None
     personal: bool = False
+    free_text: bool = False  # typed by bank staff: may hold an ID or a mobile number, masked
 
 
 OUTLET_TYPES = ("政务服务超市", "自助终端", "流动服务车", "普通网点")
@@ -34,11 +35,11 @@ BIZ_STATUSES = ("有效", "撤销")
 FIELDS: dict[Dataset, tuple[Field, ...]] = {
     Dataset.OUTLET: (
         Field("outlet_code", "网点编号", "text", True, 32),
-        Field("outlet_name", "网点名称", "text", True),
+        Field("outlet_name", "网点名称", "text", True, free_text=True),
         Field("outlet_type", "网点类型", "enum", True),
         Field("town", "所属镇街", "text", True),
-        Field("community", "所属村社", "text", False),
-        Field("address", "地址", "text", True),
+        Field("community", "所属村社", "text", False, free_text=True),
+        Field("address", "地址", "text", True, free_text=True),
         Field("longitude", "经度", "decimal", False),
         Field("latitude", "纬度", "decimal", False),
         Field("service_items", "可办事项数", "int", False),
@@ -50,13 +51,13 @@ FIELDS: dict[Dataset, tuple[Field, ...]] = {
         Field("outlet_code", "办理网点编号", "text", True, 32),
         Field("biz_type", "业务类型", "enum", True),
         Field("uscc", "统一社会信用代码", "text", True),
-        Field("enterprise_name", "企业名称", "text", True),
+        Field("enterprise_name", "企业名称", "text", True, free_text=True),
         Field("legal_rep_name", "法定代表人", "text", False, personal=True),
         Field("legal_rep_id", "法定代表人证件号", "text", False, personal=True),
         Field("biz_date", "业务日期", "date", True),
         Field("credit_amount", "授信金额", "amount", False),
         Field("drawn_amount", "用信金额", "amount", False),
-        Field("loan_product", "贷款产品", "text", False),
+        Field("loan_product", "贷款产品", "text", False, free_text=True),
         Field("status", "状态", "enum", True),
     ),
 }

@@ -34,6 +34,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, Va
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from govbank.domain.errors import ConfigError, GovbankError, TransientError
+from govbank.util.private import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +458,7 @@ class ElicenseClient:
     def iter_pages(self, updated_since: dt.datetime, run_dir: Path) -> Iterator[Page]:
         """Follow ``next_cursor`` to the end; write every raw page to ``run_dir/page-NNNN.json``
         before checking it, so a broken page can be inspected."""
-        run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(run_dir, run_dir.parent)  # raw pages: 0600 files in 0700 folders
         cursor: str | None = None
         seen: set[str] = set()
         number = 0
@@ -465,7 +466,7 @@ class ElicenseClient:
             number += 1
             raw = self.get_usages_raw(updated_since, cursor)
             path = run_dir / f"page-{number:04d}.json"
-            path.write_bytes(raw)
+            write_private(path, raw)
             page = parse_page(raw, number, path)
             log.info("e-licence API: page %d, %d record(s)", number, len(page.items))
             yield page

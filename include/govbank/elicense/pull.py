@@ -35,6 +35,7 @@ from govbank.elicense.client import (
     UsageRecord,
     parse_page,
 )
+from govbank.util.private import private_dir, write_private
 from govbank.warehouse.dialect import dialect_insert
 from govbank.warehouse.schema import etl_watermark, fact_elicense_usage
 
@@ -200,10 +201,10 @@ def run_folder(raw_dir: Path, run_id: str) -> Path:
         while (folder / f"attempt-{n}").exists():
             n += 1
         keep = folder / f"attempt-{n}"
-        keep.mkdir()
+        keep.mkdir(mode=0o700)
         for path in earlier:
             shutil.move(str(path), keep / path.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder, Path(raw_dir))  # raw pages: 0600 files in 0700 folders
     return folder
 
 
@@ -269,7 +270,7 @@ def pull_usages(
         raise
     finally:
         summary["page_files"] = [p.name for p in pages]
-        (folder / "run.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1))
+        write_private(folder / "run.json", json.dumps(summary, ensure_ascii=False, indent=1).encode())
     log.info(
         "e-licence pull %s: %d page(s), %d record(s), watermark %s -> %s",
         run_id, result.pages, records, _iso(before), _iso(after),

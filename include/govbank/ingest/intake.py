@@ -23,6 +23,7 @@ from govbank.ingest.context import Context
 from govbank.ingest.discover import FileName, parse_file_name, parse_ok
 from govbank.transport import RemoteFile
 from govbank.util.clock import now
+from govbank.util.private import private_dir, private_file
 from govbank.warehouse.schema import etl_file
 
 
@@ -63,7 +64,7 @@ def still_in_inbox(ctx: Context, bank_code: str, name: str) -> bool:
 def _archive(ctx: Context, bank_code: str, data: RemoteFile) -> tuple[str, Path] | None:
     """Fetch the raw bytes into the archive under their sha256; None if they are gone."""
     incoming = ctx.archive_dir / ".incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
+    private_dir(incoming, ctx.archive_dir)  # raw bytes: 0600 files in 0700 folders
     tmp = incoming / f"{uuid.uuid4().hex}.part"
     try:
         try:
@@ -79,11 +80,12 @@ def _archive(ctx: Context, bank_code: str, data: RemoteFile) -> tuple[str, Path]
                 digest.update(block)
         sha = digest.hexdigest()
         final = ctx.archive_dir / bank_code / sha[:2] / f"{sha}__{data.name}"
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(final.parent, ctx.archive_dir)
         if final.exists():
             tmp.unlink()
+            private_file(final)  # archived by an earlier version, perhaps wider
         else:
-            os.replace(tmp, final)
+            os.replace(private_file(tmp), final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise TransientError(f"cannot fetch or archive {bank_code}/{data.name}: {exc}") from exc

@@ -45,6 +45,18 @@ _PLAIN_YUAN = r"^[0-9]{1,16}(\.[0-9]{1,2})?$"
 # characters PostgreSQL refuses in text (a UTF-8 database holds every other code point):
 # a cell with one is the bank's error, found here so the row never reaches COPY
 _FORBIDDEN_CHARS = "\x00"
+# what bank staff may type into free text that identifies a person: an 18-character
+# resident ID (17 digits and a digit or X), a 15-digit old one, a mobile number (1[3-9]
+# and 9 digits, perhaps +86 and grouped 3-4-4); half- or full-width digits, and only as a
+# whole run of digits, so longer numbers (an account) and shorter ones stay as they are
+_D = "[0-9０-９]"
+_PERSONAL_NUMBER = (
+    f"(^|[^0-9０-９])("
+    f"{_D}{{17}}[0-9０-９XxＸｘ]|{_D}{{15}}"
+    f"|(?:[+＋]?[8８][6６][- ]?)?[1１][3-9３-９]{_D}[- ]?{_D}{{4}}[- ]?{_D}{{4}}"
+    f")([^0-9０-９]|$)"
+)
+MASKED_MARKER = "【已脱敏】"
 
 
 @dataclass
@@ -56,6 +68,7 @@ class NormalisedChunk:
     lines: np.ndarray  # int64, the file line of each row
     columns: dict[str, pa.Array]
     issues: list[RowIssue] = field(default_factory=list)
+    masked: int = 0  # ID- or mobile-shaped values masked in free text
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -162,6 +175,9 @@ def normalise_cells(
     for f in FIELDS[dataset]:
         idx = columns.get(f.name)
         raw = chunk.columns[idx] if idx is not None else pa.nulls(n, pa.string())
+        if f.free_text:
+            raw, found = mask_personal_numbers(raw)
+            out.masked += found
         raw = _refuse_forbidden(raw, f.name, chunk.lines, out.issues)
         if f.kind in ("text", "enum"):
             if f.name == "town":
@@ -204,6 +220,31 @@ def normalise_cells(
                 for i, v in zip(positions, cells, strict=True)
             )
     return out
+
+
+def mask_personal_numbers(raw: pa.Array) -> tuple[pa.Array, int]:
+    """``raw`` with every ID- or mobile-shaped number replaced by :data:`MASKED_MARKER`,
+    and how many there were.
+
+    Done before anything else sees the column, so neither the warehouse (``dim_outlet``,
+    which the dashboard role reads), the Data Docs nor ``etl_reject`` ever holds them.
+    A second pass takes the numbers whose left neighbour the first one consumed
+    ("13800138000,13900139000"): RE2 has no look-around.
+    """
+    import pyarrow.compute as pc
+
+    if not len(raw) or raw.null_count == len(raw):
+        return raw, 0
+    if not pc.any(pc.match_substring_regex(raw, _PERSONAL_NUMBER)).as_py():
+        return raw, 0
+    masked = raw
+    for _ in range(2):
+        masked = pc.replace_substring_regex(masked, _PERSONAL_NUMBER, rf"\1{MASKED_MARKER}\3")
+
+    def markers(column: pa.Array) -> int:
+        return pc.sum(pc.count_substring(column, MASKED_MARKER)).as_py() or 0
+
+    return masked, markers(masked) - markers(raw)
 
 
 def _refuse_forbidden(

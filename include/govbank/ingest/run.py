@@ -173,10 +173,14 @@ def _load_parsed(
         [ROW_RULES[rule](conn, fname.bank_code) for rule in spec.row_rules],
     )
 
+    masked = [0]  # ID- and mobile-shaped values masked in free text (normalise.py)
+
     def prepare(cells: CellChunk | RawChunk) -> NormalisedChunk:
         if isinstance(cells, RawChunk):
             cells = cells_from_raw(cells, len(parsed.header))
-        return normalise_cells(cells, columns, feed, fname.dataset)
+        chunk = normalise_cells(cells, columns, feed, fname.dataset)
+        masked[0] += chunk.masked
+        return chunk
 
     # a GX batch read ahead: GX and the early inserts do not wait for the reader
     reader = Prefetch(parsed.chunks, prepare, depth=max(1, ctx.gx_rows // ctx.chunk_rows))
@@ -196,6 +200,8 @@ def _load_parsed(
         reader.close()
         staging.close()
     counts = (checks.rows_total, checks.rows_loaded, checks.rows_rejected)
+    if masked[0]:
+        warnings.append(f"自由文本中发现疑似身份证号/手机号 {masked[0]} 处，已脱敏")
     record_loaded(conn, reg, fname.name, checks.issues, counts, warnings, docs)
 
 
