@@ -129,10 +129,12 @@ def rebuild_elicense_monthly(conn: Connection) -> None:
 def counts_as_received():  # type: ignore[no-untyped-def]
     """Where an ``etl_file`` row counts as the bank having sent its feed for its business date.
 
-    A loaded file; or a duplicate of a loaded file of the same dataset: a bank re-sending
-    an unchanged snapshot byte for byte under the new day's name did send for that day
-    (its receipt says ``duplicate`` and names the original, nothing is loaded twice).
-    Used by the late-bank check and ``mart_bank_freshness``; select from ``etl_file``.
+    A loaded file; or a duplicate of a loaded file of the same dataset under a later
+    business date: a bank re-sending an unchanged snapshot byte for byte under the new
+    day's name did send for that day (its receipt says ``duplicate`` and names the
+    original, nothing is loaded twice). The same file dropped again under its own date
+    says nothing new and changes nothing here. Used by the late-bank check and
+    ``mart_bank_freshness``; select from ``etl_file``.
     """
     original = etl_file.alias("original")
     loaded_original = (
@@ -141,10 +143,12 @@ def counts_as_received():  # type: ignore[no-untyped-def]
             original.c.file_id == etl_file.c.duplicate_of,
             original.c.status.in_(LOADED),
             original.c.dataset == etl_file.c.dataset,
+            original.c.business_date < etl_file.c.business_date,
         )
         .exists()
     )
     return etl_file.c.status.in_(LOADED) | ((etl_file.c.status == "duplicate") & loaded_original)
+
 
 def rebuild_outlet_detail(conn: Connection) -> None:
     """Every live outlet with its bank's and town's names: what a report quotes per outlet."""
