@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The stack's Airflow roles and admin on the FAB auth manager, after `airflow db migrate`
-# (docker/airflow-init.sh runs it; tests/test_compose.py runs it on a real Airflow).
+# (docker/airflow-init.sh runs it; tests/integration/test_compose.py runs it on a real Airflow).
 #
 #   govbank_engineer  data engineers: FAB's User permissions (read everything, trigger,
 #                     clear, pause DAGs); no connections, variables or users

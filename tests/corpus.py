@@ -4,7 +4,7 @@ Nothing is committed as a blob: :func:`build_corpus` makes every file's bytes at
 time (under 3 MB in all, most of it the 2 MiB line; the bombs are a few kilobytes).
 Each :class:`Case` is one upload to one bank's inbox, a data file and its ``.ok``, with
 the answer bank-files.md v1 says it must get: the receipt status, the reason codes,
-the row counts and the lines. ``tests/test_corpus.py`` runs them all through the real
+the row counts and the lines. ``tests/unit/test_corpus.py`` runs them all through the real
 pipeline in one go.
 
 Decisions taken where the spec leaves room (the receipt is what the bank reads):

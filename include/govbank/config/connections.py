@@ -1,6 +1,6 @@
 """The Airflow connections the pipeline uses: one list, so the stack and the DAGs agree.
 
-The compose stack defines each one as ``AIRFLOW_CONN_<ID>`` and tests/test_compose.py
+The compose stack defines each one as ``AIRFLOW_CONN_<ID>`` and tests/integration/test_compose.py
 checks that it does; DAGs and the package name connections only through these ids.
 """
 

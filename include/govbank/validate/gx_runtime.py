@@ -1,7 +1,7 @@
 """Every change we make to Great Expectations' internals, in one place.
 
 GX is pinned (:data:`PINNED_GX_VERSION`); each patch below names the GX attribute it
-replaces in :data:`PATCHED_INTERNALS`, and ``tests/test_gx_pin.py`` fails when the
+replaces in :data:`PATCHED_INTERNALS`, and ``tests/unit/test_gx_pin.py`` fails when the
 installed GX differs or one of those attributes is gone, so an upgrade is a conscious
 step: re-read each patch against the new GX, then move the pin. What each patch saves
 is measured in ``bench/README.md`` ("Great Expectations: what its internals cost").

@@ -37,7 +37,7 @@ depends_on = None
 log = logging.getLogger("alembic.runtime.migration")
 
 # Frozen here: a later migration that adds a mart grants it itself
-# (tests/test_postgres.py checks the result equals govbank.warehouse.schema.DASHBOARD_TABLES).
+# (tests/integration/test_postgres.py checks the result equals govbank.warehouse.schema.DASHBOARD_TABLES).
 DASHBOARD_TABLES_0004 = (
     "mart_kpi",
     "mart_outlets_by_town",

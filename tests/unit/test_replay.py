@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.test_pipeline import ELIC_HEAD, OUTLET, _elic_rows
 
 from govbank.config.settings import Settings
 from govbank.domain.reasons import REPLAY_MESSAGE
@@ -20,7 +21,6 @@ from govbank.orchestration.readiness import check_bank
 from govbank.orchestration.runtime import build_context
 from govbank.warehouse.schema import dim_bank, dim_outlet, etl_file, fact_elicense_biz
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
-from tests.test_pipeline import ELIC_HEAD, OUTLET, _elic_rows
 
 WZB = (ROOT / "include" / "contracts" / "WZB.yaml").read_text(encoding="utf-8")
 # the ELIC feed's dates as the bank does not write them: every row is rejected

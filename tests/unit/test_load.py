@@ -127,7 +127,7 @@ def test_biz_upsert_latest_version_wins(warehouse_url: str) -> None:
 
 
 def test_biz_resent_unchanged_keeps_its_provenance(warehouse_url: str) -> None:
-    check_resent_unchanged_keeps_provenance(warehouse_url)  # PostgreSQL: tests/test_postgres.py
+    check_resent_unchanged_keeps_provenance(warehouse_url)  # PostgreSQL: tests/integration/test_postgres.py
 
 
 def check_resent_unchanged_keeps_provenance(url: str) -> None:

@@ -16,8 +16,8 @@ from govbank.config.contracts import (
     load_contracts_report,
 )
 from govbank.domain.errors import ConfigError
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "include" / "contracts"
 
 GOOD = {

@@ -473,7 +473,7 @@ def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) ->
         trend = json.loads(page.locator("#chart-trend").get_attribute("data-option"))
         assert len(trend["series"]) == 5
         assert page.locator("#freshness tbody tr").count() == 10
-        # docs/images/dashboard.png comes from tests/test_dashboard_charts.py: the demo's
+        # docs/images/dashboard.png comes from tests/integration/test_dashboard_charts.py: the demo's
         # warehouse with its e-licence pull (this run has none: 已匹配 0 笔)
         _shot(page, "07-dashboard.png", full_page=True)
         page.get_by_role("button", name="退出").click()  # a POST with the session's token

@@ -21,8 +21,8 @@ from govbank.domain.errors import ConfigError
 from govbank.domain.issues import RowIssue
 from govbank.domain.reasons import ROW_REASONS
 from govbank.validate import SUITE_FILES, Validator, gx_runtime
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPECTATIONS = ROOT / "expectations"
 FILE_DATE = dt.date(2023, 6, 15)
 USCC_OK = "91330304MA2ABCDE0T"

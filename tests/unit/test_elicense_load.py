@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -34,9 +33,9 @@ from govbank.elicense.pull import (
 from govbank.warehouse.schema import etl_watermark
 from govbank_dev.elicense_data import usages_from_bank_records
 from tests.apiserver import RefServer, bank_records, fresh_warehouse, usage_rows
+from tests.conftest import ROOT
 
 NOW = dt.datetime(2024, 9, 1, 12, tzinfo=dt.UTC)
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ inbox, staging empty, one ``etl_file`` original per sha256, each answered.
   beside the daily run): no double load, no receipt overwritten.
 - The races of two runs on one file, each forced at its narrowest point, and the SFTP
   server going away mid-run (then Airflow's retry); the transfer itself being cut
-  mid-download is tests/test_sftp_transport.py's.
+  mid-download is tests/integration/test_sftp_transport.py's.
 """
 
 from __future__ import annotations

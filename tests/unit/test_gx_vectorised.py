@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tests.test_validate import elic_row
 
 from govbank.domain.identifiers import (
     USCC_CHARSET,
@@ -25,9 +25,8 @@ from govbank.domain.identifiers import (
 )
 from govbank.domain.reference import uscc_exceptions
 from govbank.validate.expectations import _uscc_ok, valid_resident_id, valid_uscc
-from tests.test_validate import elic_row
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 USCC_OK = "91330304MA2ABCDE0T"
 ID_OK = "11010519491231002X"
 

@@ -14,13 +14,11 @@ import importlib.util
 import inspect
 import tomllib
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 
 from govbank.validate import gx_runtime
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _resolve(name: str) -> object:

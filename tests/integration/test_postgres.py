@@ -82,7 +82,7 @@ def fresh_pg(url: str, revision: str | None = "head") -> Engine:
 def test_resent_unchanged_record_keeps_provenance_on_postgres(pg_url: str) -> None:
     """The PostgreSQL merge (UPDATE of changed rows, then INSERT of new ones) means what
     SQLite's ``INSERT ... ON CONFLICT`` means."""
-    from tests.test_load import check_resent_unchanged_keeps_provenance
+    from tests.unit.test_load import check_resent_unchanged_keeps_provenance
 
     fresh_pg(pg_url).dispose()
     check_resent_unchanged_keeps_provenance(pg_url)
@@ -92,7 +92,7 @@ def test_chunking_changes_nothing_on_postgres(  # type: ignore[no-untyped-def]
     pg_url: str, tmp_path: Path, validator
 ) -> None:
     """Several chunks per GX batch, staged by the writer thread a few at a time."""
-    from tests.test_pipeline import check_chunking_changes_nothing
+    from tests.unit.test_pipeline import check_chunking_changes_nothing
 
     fresh_pg(pg_url).dispose()
     check_chunking_changes_nothing(tmp_path, pg_url, validator)
@@ -103,7 +103,7 @@ def test_late_fallback_changes_nothing_on_postgres(  # type: ignore[no-untyped-d
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Chunks staged by the writer thread before the columnar reader gives up are not merged."""
-    from tests.test_pipeline import check_late_fallback_changes_nothing
+    from tests.unit.test_pipeline import check_late_fallback_changes_nothing
 
     fresh_pg(pg_url).dispose()
     check_late_fallback_changes_nothing(tmp_path, pg_url, validator, caplog)
@@ -115,7 +115,7 @@ def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-de
     """Rows of new keys reach the fact table while the file is checked; rows of known
     keys (an update, a key seen earlier in the file) wait for the merge; an early row
     whose key turns out twice in the file is taken back."""
-    from tests.test_pipeline import check_early_inserts
+    from tests.unit.test_pipeline import check_early_inserts
 
     fresh_pg(pg_url).dispose()
     first, second = check_early_inserts(tmp_path, pg_url, validator)
@@ -133,7 +133,7 @@ def test_repeats_with_refused_rows_on_postgres(  # type: ignore[no-untyped-def]
 ) -> None:
     """All valid rows go in early, so the duplicate check looks only at the keys of
     refused lines: it still refuses every occurrence, as SQLite's full grouping does."""
-    from tests.test_pipeline import check_repeats_with_refused_rows
+    from tests.unit.test_pipeline import check_repeats_with_refused_rows
 
     fresh_pg(pg_url).dispose()
     (early,) = check_repeats_with_refused_rows(tmp_path, pg_url, validator)
@@ -148,7 +148,7 @@ def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
     """An early row whose key comes back in a later batch is taken back (the full
     duplicate check runs: a batch was refused); taking back early rows never touches a
     record loaded before."""
-    from tests.test_pipeline import check_known_and_repeated_keys
+    from tests.unit.test_pipeline import check_known_and_repeated_keys
 
     fresh_pg(pg_url).dispose()
     first, second, third = check_known_and_repeated_keys(tmp_path, pg_url, validator)
@@ -164,9 +164,10 @@ def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type
     """The suite is configuration: with ELIC's uniqueness expectation taken out, a key
     twice in one batch reaches the early insert. After a refused batch it is set aside
     with the known keys, and the file-wide duplicate check still refuses both lines."""
+    from tests.unit.test_pipeline import _early_context, _early_file, _facts, _receipt_errors
+
     from govbank.validate import Validator
     from tests.conftest import drop_file
-    from tests.test_pipeline import _early_context, _early_file, _facts, _receipt_errors
 
     suites = tmp_path / "expectations"
     suites.mkdir()
@@ -200,7 +201,7 @@ def test_late_fallback_takes_early_rows_back_on_postgres(  # type: ignore[no-unt
     """The columnar reader's attempt put batches into the fact table early before it met
     a quote across lines: its savepoint takes them back and the exact reader's pass
     starts from nothing (B5 sent twice is refused in both occurrences)."""
-    from tests.test_pipeline import check_late_fallback_takes_early_rows_back
+    from tests.unit.test_pipeline import check_late_fallback_takes_early_rows_back
 
     fresh_pg(pg_url).dispose()
     first_attempt, exact = check_late_fallback_takes_early_rows_back(tmp_path, pg_url, validator)
@@ -751,7 +752,7 @@ def test_racing_loads_of_the_same_data_load_it_once(logins: dict[str, Login], pg
         for i in range(3000)
     ]
 
-    from tests.test_load import _staged
+    from tests.unit.test_load import _staged
 
     def load_outlets(conn, i, barrier) -> None:  # type: ignore[no-untyped-def]
         tmp = _staged(conn, stg_outlet, tuple(outlets[0]), outlets, f"race{i}")

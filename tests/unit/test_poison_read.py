@@ -21,8 +21,6 @@ from govbank.ingest.read import RawChunk, read_delimited, read_delimited_fast
 from govbank.ingest.xlsx import read_xlsx
 from govbank.util.text import log_safe
 
-ROOT = Path(__file__).resolve().parents[1]
-
 _CT = (
     '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
     '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'

@@ -35,8 +35,8 @@ import pytest
 import yaml
 
 from govbank.config.connections import CONNECTION_IDS, CONNECTIONS
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
