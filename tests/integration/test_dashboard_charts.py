@@ -176,6 +176,7 @@ def test_filters_narrow_the_tables_by_town_bank_and_months(data) -> None:  # typ
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
+
     from tests.integration.test_browser import CHROMIUM_ARGS
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: scripts/system-deps.sh installs it"

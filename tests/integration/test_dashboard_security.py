@@ -384,7 +384,8 @@ def test_every_response_carries_the_security_headers(dashboard: str, data_docs: 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
-    from tests.test_browser import CHROMIUM_ARGS
+
+    from tests.integration.test_browser import CHROMIUM_ARGS
 
     assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: scripts/system-deps.sh installs it"
     with sync_playwright() as p:

@@ -164,10 +164,9 @@ def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type
     """The suite is configuration: with ELIC's uniqueness expectation taken out, a key
     twice in one batch reaches the early insert. After a refused batch it is set aside
     with the known keys, and the file-wide duplicate check still refuses both lines."""
-    from tests.unit.test_pipeline import _early_context, _early_file, _facts, _receipt_errors
-
     from govbank.validate import Validator
     from tests.conftest import drop_file
+    from tests.unit.test_pipeline import _early_context, _early_file, _facts, _receipt_errors
 
     suites = tmp_path / "expectations"
     suites.mkdir()

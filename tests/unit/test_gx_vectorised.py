@@ -15,7 +15,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from tests.test_validate import elic_row
 
 from govbank.domain.identifiers import (
     USCC_CHARSET,
@@ -26,6 +25,7 @@ from govbank.domain.identifiers import (
 from govbank.domain.reference import uscc_exceptions
 from govbank.validate.expectations import _uscc_ok, valid_resident_id, valid_uscc
 from tests.conftest import ROOT
+from tests.unit.test_validate import elic_row
 
 USCC_OK = "91330304MA2ABCDE0T"
 ID_OK = "11010519491231002X"

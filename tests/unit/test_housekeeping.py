@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from sqlalchemy import select, update
-from tests.test_pipeline import ELIC_HEAD, OUTLET, _elic_rows
 
 from govbank.config.settings import Settings
 from govbank.ingest.replay import Selection, replay
@@ -18,6 +17,7 @@ from govbank.orchestration.runtime import build_context
 from govbank.util.clock import now
 from govbank.warehouse.schema import etl_file
 from tests.conftest import PSEUDONYM_KEY, drop_file
+from tests.unit.test_pipeline import ELIC_HEAD, OUTLET, _elic_rows
 
 
 def _age(path: Path, days: int) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.test_pipeline import ELIC_HEAD, OUTLET, _elic_rows
 
 from govbank.config.settings import Settings
 from govbank.domain.reasons import REPLAY_MESSAGE
@@ -21,6 +20,7 @@ from govbank.orchestration.readiness import check_bank
 from govbank.orchestration.runtime import build_context
 from govbank.warehouse.schema import dim_bank, dim_outlet, etl_file, fact_elicense_biz
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
+from tests.unit.test_pipeline import ELIC_HEAD, OUTLET, _elic_rows
 
 WZB = (ROOT / "include" / "contracts" / "WZB.yaml").read_text(encoding="utf-8")
 # the ELIC feed's dates as the bank does not write them: every row is rejected
@@ -82,7 +82,7 @@ def test_replay_after_a_contract_fix_accepts_the_rejected_file(stack) -> None:  
 def test_replay_after_a_contract_fix_on_postgres(tmp_path: Path, validator) -> None:  # type: ignore[no-untyped-def]
     import os
 
-    from tests.test_postgres import PG_ENV, fresh_pg
+    from tests.integration.test_postgres import PG_ENV, fresh_pg
 
     url = os.environ.get(PG_ENV)
     if not url:
