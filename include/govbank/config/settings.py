@@ -59,6 +59,8 @@ class Settings:
     chunk_rows: int = 40_000
     gx_rows: int = 120_000
     max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.ingest.read's 4 GiB
+    max_attempts: int = 3  # loads of one file that fail on our side before it is set aside
+    max_reject_rows: int = 10_000  # row issues of one file kept in detail; the rest counted per reason
 
     @classmethod
     def from_env(
@@ -89,6 +91,8 @@ class Settings:
             max_decompressed_bytes=int(env["GOVBANK_MAX_DECOMPRESSED_BYTES"])
             if env.get("GOVBANK_MAX_DECOMPRESSED_BYTES")
             else None,
+            max_attempts=int(env.get("GOVBANK_MAX_ATTEMPTS", "3")),
+            max_reject_rows=int(env.get("GOVBANK_MAX_REJECT_ROWS", "10000")),
         )
 
 # Assets the DAGs update and listen to (plain strings: the package does not import Airflow)

@@ -146,6 +146,8 @@ etl_file = Table(
     Column("duplicate_of", Integer),
     Column("data_docs", Text),
     Column("answered_at", TZ),
+    # times a run began loading it; past GOVBANK_MAX_ATTEMPTS it is set aside as poison
+    Column("attempts", Integer, nullable=False, server_default="0"),
     # one original per bank and digest: the same bytes again from that bank are a
     # duplicate; another bank's identical file is its own (and never named to it)
     Index(
@@ -170,6 +172,8 @@ etl_reject = Table(
     Column("reason_code", String(48), nullable=False),
     Column("message", Text, nullable=False),
     Column("value", Text),
+    # NULL: one issue; N: a summary row standing for N issues of its reason not listed
+    Column("occurrences", Integer),
     Index("ix_etl_reject_file", "file_id"),
 )
 
