@@ -258,3 +258,17 @@ def test_a_long_name_is_answered_under_a_bounded_outbox_name(env) -> None:  # ty
     with ctx.engine.connect() as conn:
         paths = list(conn.execute(select(etl_file.c.archive_path)).scalars())
     assert all(len(Path(p).name.encode()) <= 255 for p in paths)
+
+
+def test_a_refused_snapshot_row_keeps_its_outlet_and_the_receipt_says_so(env) -> None:  # type: ignore[no-untyped-def]
+    ctx, bank, _ = env
+    drop_file(bank / "inbox", "OUTLET_WZB_20230601.txt", _outlets(range(1, 31)))
+    broken = _outlets(range(2, 31)).decode() + "W1|温州银行1支行|不存在的类型|景山街道|府东路1号|||2023-01-05|正常\n"
+    drop_file(bank / "inbox", "OUTLET_WZB_20230602.txt", broken.encode())
+    outcomes = process_bank(ctx, "WZB")
+    assert [o.status for o in outcomes] == ["accepted", "partially_accepted"]
+    with ctx.engine.connect() as conn:
+        w1 = conn.execute(select(dim_outlet.c.status, dim_outlet.c.is_current).where(dim_outlet.c.outlet_code == "W1")).all()
+    assert [tuple(r) for r in w1] == [("正常", True)]  # not closed by the refused row
+    warnings = _receipt(bank, "OUTLET_WZB_20230602.txt")["warnings"]
+    assert any("1 个编号" in w and "保持原状" in w for w in warnings)

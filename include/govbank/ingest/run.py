@@ -283,6 +283,8 @@ def _load_parsed(
             fname.bank_code, fname.name, fname.business_date, constants, frozenset(checks.refused),
         ))
         ctx.hook("merged", fname.name, 0)
+        if spec.snapshot and checks.refused:  # docs/bank-files.md §8: refused is not left out
+            warnings.append(f"快照中有 {len(checks.refused)} 个编号的行被拒，对应网点保持原状（未撤销、未更新）")
     finally:
         reader.close()
         staging.close()
