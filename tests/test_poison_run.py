@@ -272,3 +272,61 @@ def test_a_refused_snapshot_row_keeps_its_outlet_and_the_receipt_says_so(env) ->
     assert [tuple(r) for r in w1] == [("正常", True)]  # not closed by the refused row
     warnings = _receipt(bank, "OUTLET_WZB_20230602.txt")["warnings"]
     assert any("1 个编号" in w and "保持原状" in w for w in warnings)
+
+
+ELIC_HEAD = "业务流水号|办理网点编号|业务类型|统一社会信用代码|企业名称|法定代表人|法定代表人证件号|业务日期|授信金额|用信金额|贷款产品|状态\n"
+
+
+def _elic(rows: dict[str, int]) -> bytes:
+    return (ELIC_HEAD + "".join(
+        f"{biz}|W1|一照贷款|91350100M000100Y43|温州某某鞋业有限公司|张三|11010519491231002X|2023-05-20|{credit}|100|创业贷|有效\n"
+        for biz, credit in rows.items()
+    )).encode("utf-8")
+
+
+def test_a_late_elic_file_never_rolls_a_record_back(env) -> None:  # type: ignore[no-untyped-def]
+    from govbank.warehouse.schema import fact_elicense_biz
+
+    ctx, bank, _ = env
+    drop_file(bank / "inbox", "OUTLET_WZB_20230501.txt", _outlets(range(1, 3)))
+    drop_file(bank / "inbox", "ELIC_WZB_20230608.txt", _elic({"B0": 8000, "B1": 8000}))
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
+    # last week's file, fixed and sent again after this week's
+    drop_file(bank / "inbox", "ELIC_WZB_20230601.txt", _elic({"B0": 1000, "B9": 1000}))
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted"]
+    with ctx.engine.connect() as conn:
+        held = dict(conn.execute(select(fact_elicense_biz.c.biz_id, fact_elicense_biz.c.credit_amount_yuan)).all())
+    assert {k: int(v) for k, v in held.items()} == {"B0": 8000, "B1": 8000, "B9": 1000}
+    warnings = _receipt(bank, "ELIC_WZB_20230601.txt")["warnings"]
+    assert any("有 1 行早于已入库的较新数据" in w for w in warnings)
+    # a second file of the same later day still updates
+    drop_file(bank / "inbox", "ELIC_WZB_20230608_02.txt", _elic({"B0": 9000}))
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted"]
+    with ctx.engine.connect() as conn:
+        b0 = conn.execute(select(fact_elicense_biz.c.credit_amount_yuan).where(fact_elicense_biz.c.biz_id == "B0")).scalar_one()
+    assert int(b0) == 9000
+
+
+def test_a_late_outlet_snapshot_only_fills_in_history(env) -> None:  # type: ignore[no-untyped-def]
+    ctx, bank, _ = env
+    drop_file(bank / "inbox", "OUTLET_WZB_20230601.txt", _outlets(range(1, 4)))  # W1-W3
+    newer = _outlets(range(1, 3)).decode() + "W4|温州银行4支行|普通网点|景山街道|府东路4号|||2023-01-05|正常\n"
+    drop_file(bank / "inbox", "OUTLET_WZB_20230608.txt", newer.encode())  # W3 left out, W4 new
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
+
+    def versions() -> set[tuple]:
+        with ctx.engine.connect() as conn:
+            d = dim_outlet
+            return {tuple(r) for r in conn.execute(select(d.c.outlet_code, d.c.valid_from, d.c.valid_to, d.c.is_current, d.c.status))}
+
+    before = versions()
+    late = _outlets(range(1, 4)).decode() + "W5|温州银行5支行|普通网点|景山街道|府东路5号|||2023-01-05|正常\n"
+    drop_file(bank / "inbox", "OUTLET_WZB_20230605.txt", late.encode())
+    assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted"]
+    import datetime as dt
+
+    added = versions() - before
+    assert before <= versions()  # nothing the newer snapshot decided changed
+    assert added == {("W5", dt.date(2023, 6, 5), dt.date(2023, 6, 8), False, "正常")}
+    warnings = _receipt(bank, "OUTLET_WZB_20230605.txt")["warnings"]
+    assert any("有 3 行早于已入库的较新数据" in w for w in warnings)

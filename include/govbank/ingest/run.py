@@ -279,9 +279,11 @@ def _load_parsed(
         checks.check_count(expected_rows)
         docs = checks.publish()
         checks.check_threshold(feed.reject_threshold, docs)
-        MERGES[spec.merge](conn, staging.table, MergeInput(
+        older = MERGES[spec.merge](conn, staging.table, MergeInput(
             fname.bank_code, fname.name, fname.business_date, constants, frozenset(checks.refused),
         ))
+        if older:  # docs/bank-files.md §12: a late file never rolls data back
+            warnings.append(f"有 {older} 行早于已入库的较新数据（已报送业务日期更晚的文件），未覆盖较新的数据")
         ctx.hook("merged", fname.name, 0)
         if spec.snapshot and checks.refused:  # docs/bank-files.md §8: refused is not left out
             warnings.append(f"快照中有 {len(checks.refused)} 个编号的行被拒，对应网点保持原状（未撤销、未更新）")
