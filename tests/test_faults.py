@@ -562,7 +562,7 @@ def test_sftp_server_down_mid_run_then_retry_equals_clean_run(
     victim = "ELIC_CCBOH_20230228.csv"
 
     def hook(event: str, _bank: str, name: str) -> None:
-        if event == "remove_inbox" and name == victim and sftp.running:
+        if event == "remove_inbox" and name in (victim, f"{victim}.ok") and sftp.running:  # the .ok goes first
             sftp.stop()
 
     ctx = site.context(validator, PSEUDONYM_KEY, HookedLanding(_sftp_landing(), hook))  # type: ignore[arg-type]

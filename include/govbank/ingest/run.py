@@ -300,7 +300,9 @@ def _check_and_stage(
 ) -> None:
     """Chunks gathered into GX batches; each batch checked, its good rows staged.
 
-    GX costs about the same per validation whatever its size, so several chunks go at once.
+    GX costs about the same per validation whatever its size, so several chunks go at once;
+    once a file's issues pass what is kept in detail, a chunk at a time: GX's result of a
+    batch holds every failing row, and a file of bad rows is not worth the speed.
     """
     pending: list[NormalisedChunk] = []
 
@@ -317,7 +319,8 @@ def _check_and_stage(
             continue
         checks.rows_total += len(chunk)
         pending.append(chunk)
-        if sum(map(len, pending)) >= ctx.gx_rows:
+        mostly_bad = checks.omitted or sum(len(c.issues) for c in pending) >= checks.keep
+        if mostly_bad or sum(map(len, pending)) >= ctx.gx_rows:
             flush()
     if pending:
         flush()
