@@ -207,7 +207,7 @@ def _parking_worker(
             # the receipt (or rejects file) is the first thing written after the commit
             done = name.split(".receipt.json")[0].split(".rejects.csv")[0]
             if (event, point) in (("listed", "listed"), ("fetched", "fetched"), ("remove_inbox", "answered")) \
-                    and here(point, name):
+                    and here(point, name.removesuffix(".ok")):  # clearing removes the .ok first
                 stop()
             if (event, point) == ("write_outbox", "committed") and here(point, done):
                 stop()

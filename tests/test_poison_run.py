@@ -173,6 +173,8 @@ def test_a_kill_while_clearing_never_reads_the_next_upload_half_written(env) -> 
         process_bank(ctx, "WZB")
     assert sorted(p.name for p in (bank / "inbox").iterdir()) == [name]  # the .ok went first
     assert _files(ctx)[name] == ("accepted", 1, True)  # and its answer is on record
+    assert process_bank(ctx, "WZB") == []  # the next run removes what was left, answers nothing
+    assert list((bank / "inbox").iterdir()) == []
     # the bank uploads again under the same name: half-written, no .ok yet
     (bank / "inbox" / name).write_bytes(_outlets(range(1, 9))[:70])
     assert process_bank(ctx, "WZB") == []

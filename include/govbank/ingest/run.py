@@ -16,6 +16,7 @@ What a dataset needs is asked of its ``DatasetSpec``; this module does not branc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from pathlib import Path
@@ -37,7 +38,7 @@ from govbank.ingest.answer import (
 )
 from govbank.ingest.checks import ROW_RULES, FileChecks
 from govbank.ingest.context import Context
-from govbank.ingest.discover import FileName, complete_files, processing_order
+from govbank.ingest.discover import OK_SUFFIX, FileName, complete_files, processing_order
 from govbank.ingest.intake import ClaimedElsewhere, Registered, check_envelope, claim, receive
 from govbank.ingest.merge import MERGES, MergeInput, lock_merge, sync_banks
 from govbank.ingest.normalise import (
@@ -63,6 +64,8 @@ from govbank.util.text import log_safe
 from govbank.warehouse.schema import etl_file
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from govbank.ingest.read import CellChunk
 
 __all__ = ["Context", "FileOutcome", "FilesFailed", "process_bank", "process_file"]
@@ -88,6 +91,7 @@ def process_bank(ctx: Context, bank_code: str) -> list[FileOutcome]:
     except OSError as exc:
         raise TransientError(f"cannot list {bank_code}/inbox: {exc}") from exc
     pairs = sorted(complete_files(listing), key=lambda p: processing_order(p[0].name))
+    sweep_cleared(ctx, bank_code, listing)
     with ctx.engine.begin() as conn:
         sync_banks(conn, ctx.contracts.values())
     outcomes, failed = [], []
@@ -113,6 +117,39 @@ def process_bank(ctx: Context, bank_code: str) -> list[FileOutcome]:
     if failed:
         raise FilesFailed(f"bank={bank_code}: {len(failed)} file(s) failed on our side: {', '.join(failed)}")
     return outcomes
+
+
+def sweep_cleared(ctx: Context, bank_code: str, listing: list[RemoteFile]) -> None:
+    """Data files left behind by a clearing cut short (their ``.ok`` went, they did not):
+    removed when their bytes are those of an answered file of that name. Anything else
+    without a ``.ok`` is an upload under way and is left alone."""
+    names = {f.name for f in listing}
+    alone = [f for f in listing if not f.name.startswith(".") and not f.name.endswith(OK_SUFFIX)
+             and f.name + OK_SUFFIX not in names]
+    if not alone:
+        return
+    with ctx.engine.connect() as conn:
+        answered = {(r.file_name, r.sha256, r.size_bytes) for r in conn.execute(
+            select(etl_file.c.file_name, etl_file.c.sha256, etl_file.c.size_bytes).where(
+                etl_file.c.bank_code == bank_code, etl_file.c.answered_at.is_not(None),
+                etl_file.c.file_name.in_([f.name for f in alone]),
+            )
+        )}
+    for f in alone:
+        if not any(name == f.name and size == f.size for name, _, size in answered):
+            continue
+        tmp = ctx.archive_dir / ".incoming" / f"{uuid.uuid4().hex}.sweep"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ctx.landing.fetch(bank_code, f.name, tmp, f.size)
+            sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        except (OSError, TransientError):
+            continue  # changing or gone: a later run looks again
+        finally:
+            tmp.unlink(missing_ok=True)
+        if (f.name, sha, f.size) in answered:
+            log.info("bank=%s: %s was answered; its clearing was cut short, removed now", bank_code, log_safe(f.name))
+            ctx.landing.remove_inbox(bank_code, [f.name])
 
 
 def count_attempt(ctx: Context, reg: Registered) -> int:
@@ -301,16 +338,18 @@ def _check_and_stage(
     """Chunks gathered into GX batches; each batch checked, its good rows staged.
 
     GX costs about the same per validation whatever its size, so several chunks go at once;
-    once a file's issues pass what is kept in detail, a chunk at a time: GX's result of a
-    batch holds every failing row, and a file of bad rows is not worth the speed.
+    once a file's issues pass what is kept in detail, pieces of at most that many rows: GX's
+    result of a batch holds every failing row, and a file of bad rows is not worth the speed.
     """
     pending: list[NormalisedChunk] = []
 
-    def flush() -> None:
-        for chunk, good in checks.check_batch(pending):
-            data = staged_columns(spec, chunk, good, fname.bank_code, ctx.pseudonym_key)
-            staging.submit(keys_of(chunk, spec.key_field), data)
-            checks.rows_loaded += len(data)
+    def flush(small: bool = False) -> None:
+        batches = [[p] for c in pending for p in _pieces(c, max(1, checks.keep))] if small else [pending]
+        for batch in batches:
+            for chunk, good in checks.check_batch(batch):
+                data = staged_columns(spec, chunk, good, fname.bank_code, ctx.pseudonym_key)
+                staging.submit(keys_of(chunk, spec.key_field), data)
+                checks.rows_loaded += len(data)
         staging.end_batch()
         pending.clear()
 
@@ -319,8 +358,23 @@ def _check_and_stage(
             continue
         checks.rows_total += len(chunk)
         pending.append(chunk)
-        mostly_bad = checks.omitted or sum(len(c.issues) for c in pending) >= checks.keep
+        mostly_bad = bool(checks.omitted) or sum(len(c.issues) for c in pending) >= checks.keep
         if mostly_bad or sum(map(len, pending)) >= ctx.gx_rows:
-            flush()
+            flush(small=mostly_bad)
     if pending:
         flush()
+
+
+def _pieces(chunk: NormalisedChunk, rows: int) -> Iterator[NormalisedChunk]:
+    """``chunk`` in pieces of at most ``rows`` rows, each with its own issues."""
+    if len(chunk) <= rows:
+        yield chunk
+        return
+    for start in range(0, len(chunk), rows):
+        lines = chunk.lines[start : start + rows]
+        first, last = int(lines[0]), int(lines[-1])
+        yield NormalisedChunk(
+            lines,
+            {name: col.slice(start, len(lines)) for name, col in chunk.columns.items()},
+            [i for i in chunk.issues if first <= i.line <= last],
+        )
