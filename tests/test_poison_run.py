@@ -251,7 +251,7 @@ def test_a_long_name_is_answered_under_a_bounded_outbox_name(env) -> None:  # ty
     ctx, bank, _ = env
     name = "OUTLET_WZB_20230601_" + "九" * 70 + ".txt"  # 230 bytes: a valid path, past MAX_NAME_BYTES
     drop_file(bank / "inbox", name, _outlets(range(1, 3)))
-    drop_file(bank / "inbox", "OUTLET_WZB_20230602.txt", _outlets(range(1, 3)))
+    drop_file(bank / "inbox", "OUTLET_WZB_20230602.txt", _outlets(range(1, 4)))
     outcomes = process_bank(ctx, "WZB")
     assert [o.status for o in outcomes] == ["rejected", "accepted"]
     receipts = [p.name for p in (bank / "outbox").iterdir() if p.name.endswith(".receipt.json")]
