@@ -41,7 +41,7 @@ APP_NAME = "govbank_fault_test"  # how the loader's backend is found in pg_stat_
 # where and when differ between runs; what was loaded must not
 VOLATILE = {
     "loaded_at", "received_at", "processed_at", "answered_at", "last_received_at",
-    "data_docs", "file_id", "reject_id", "outlet_key", "duplicate_of",
+    "data_docs", "file_id", "reject_id", "outlet_key", "duplicate_of", "attempts",
 }
 RECEIPT_VOLATILE = {"received_at", "processed_at"}
 FINAL = {"accepted", "partially_accepted", "rejected"}

@@ -207,7 +207,7 @@ def _parking_worker(
             # the receipt (or rejects file) is the first thing written after the commit
             done = name.split(".receipt.json")[0].split(".rejects.csv")[0]
             if (event, point) in (("listed", "listed"), ("fetched", "fetched"), ("remove_inbox", "answered")) \
-                    and here(point, name):
+                    and here(point, name.removesuffix(".ok")):  # clearing removes the .ok first
                 stop()
             if (event, point) == ("write_outbox", "committed") and here(point, done):
                 stop()
@@ -562,7 +562,7 @@ def test_sftp_server_down_mid_run_then_retry_equals_clean_run(
     victim = "ELIC_CCBOH_20230228.csv"
 
     def hook(event: str, _bank: str, name: str) -> None:
-        if event == "remove_inbox" and name == victim and sftp.running:
+        if event == "remove_inbox" and name in (victim, f"{victim}.ok") and sftp.running:  # the .ok goes first
             sftp.stop()
 
     ctx = site.context(validator, PSEUDONYM_KEY, HookedLanding(_sftp_landing(), hook))  # type: ignore[arg-type]

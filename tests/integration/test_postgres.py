@@ -263,7 +263,7 @@ def test_upgrade_downgrade_upgrade_on_both(pg_url: str, tmp_path: Path) -> None:
                 assert conn.execute(select(func.count()).select_from(dim_town)).scalar_one() == 13
                 where = f"{PG_SCHEMA}." if pg else ""
                 version = conn.execute(text(f"SELECT version_num FROM {where}alembic_version"))
-                assert version.scalar_one() == "0007_bi_comments"
+                assert version.scalar_one() == "0008_attempts_and_summaries"
         finally:
             engine.dispose()
 

@@ -61,6 +61,8 @@ class Settings:
     max_decompressed_bytes: int | None = None  # gzip/xlsx bomb cap; None: govbank.ingest.read's 4 GiB
     # raw bank files (archive) and raw API pages hold personal data: kept this long, then purged
     retention_days: int = 180
+    max_attempts: int = 3  # loads of one file that fail on our side before it is set aside
+    max_reject_rows: int = 10_000  # row issues of one file kept in detail; the rest counted per reason
 
     @classmethod
     def from_env(
@@ -92,6 +94,8 @@ class Settings:
             if env.get("GOVBANK_MAX_DECOMPRESSED_BYTES")
             else None,
             retention_days=int(env.get("GOVBANK_RETENTION_DAYS", "180")),
+            max_attempts=int(env.get("GOVBANK_MAX_ATTEMPTS", "3")),
+            max_reject_rows=int(env.get("GOVBANK_MAX_REJECT_ROWS", "10000")),
         )
 
 # Assets the DAGs update and listen to (plain strings: the package does not import Airflow)

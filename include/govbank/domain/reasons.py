@@ -19,6 +19,7 @@ FILE_REASONS: dict[str, str] = {
     "HEADER_DUPLICATE": "表头重复",
     "DELIMITER_MISMATCH": "分隔符与约定不符",
     "TOO_MANY_INVALID": "无效行比例超过约定阈值，整个文件被拒收",
+    "POISON_FILE": "本文件多次处理失败（我方原因），已暂停处理并通知运维人员；文件已在存档中保留，运维处理后会另行告知，请勿重复发送",
 }
 
 # row-level: the row is rejected, the rest of the file can still load

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import Connection, insert, select, update
@@ -23,9 +23,11 @@ from govbank.domain.pseudonym import mask
 from govbank.domain.reasons import REPLAY_MESSAGE, message
 from govbank.domain.statuses import LOADED
 from govbank.ingest.context import Context
+from govbank.ingest.discover import bounded_name
 from govbank.ingest.intake import Registered, claim, still_in_inbox
 from govbank.transport import RemoteFile
 from govbank.util.clock import iso, now
+from govbank.util.text import log_safe
 from govbank.warehouse.schema import etl_file, etl_reject
 
 STATUS_ZH = {
@@ -35,6 +37,7 @@ STATUS_ZH = {
     "duplicate": "重复文件，未重复入库",
 }
 MAX_ERRORS_IN_RECEIPT = 200
+_REJECT_BATCH = 5_000  # etl_reject rows per INSERT: the statement's parameters stay small
 # what makes Excel (or LibreOffice) read a CSV cell as a formula, full-width forms too
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
 
@@ -66,20 +69,26 @@ class Receipt:
     duplicate_of: dict | None = None
     replay_of: dict | None = None  # an operator's replay: the earlier outcome it replaces
     warnings: list[str] = field(default_factory=list)
+    # reason -> issues counted but not listed (past GOVBANK_MAX_REJECT_ROWS)
+    errors_omitted: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        counts = Counter(e.reason_code for e in self.errors)
+        counts = Counter(e.reason_code for e in self.errors) + Counter(self.errors_omitted)
+        omitted = sum(self.errors_omitted.values())
         doc = {
             "spec": "政银合作数据报送规范 v1",
-            **{k: v for k, v in asdict(self).items() if k != "errors"},
+            **{k: v for k, v in asdict(self).items() if k not in ("errors", "errors_omitted")},
             "status_zh": STATUS_ZH[self.status],
             "error_summary": [
                 {"reason_code": c, "message": message(c), "count": n}
                 for c, n in counts.most_common()
             ],
             "errors": [asdict(e) for e in self.errors[:MAX_ERRORS_IN_RECEIPT]],
-            "errors_truncated": len(self.errors) > MAX_ERRORS_IN_RECEIPT,
+            "errors_truncated": len(self.errors) > MAX_ERRORS_IN_RECEIPT or omitted > 0,
         }
+        if omitted:
+            doc["errors_not_listed"] = omitted
+            doc["errors_not_listed_zh"] = f"另有 {omitted} 处问题只计数（见 error_summary），未逐条列出"
         return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")
 
 
@@ -116,7 +125,7 @@ class FileOutcome:
     def log_line(self) -> str:
         reasons = "；".join(f"{c}（{message(c)}）×{n}" for c, n in self.top_reasons) or "无"
         return (
-            f"bank={self.bank_code} dataset={self.dataset or '-'} file={self.file_name} "
+            f"bank={self.bank_code} dataset={self.dataset or '-'} file={log_safe(self.file_name)} "
             f"status={self.status} rows_in={self.rows_total} loaded={self.rows_loaded} "
             f"rejected={self.rows_rejected} top_reasons: {reasons}"
         )
@@ -126,34 +135,54 @@ def _masked(issue: RowIssue) -> str | None:
     return mask(issue.value) if issue.field in PERSONAL_FIELDS else issue.value
 
 
-def write_rejects(conn: Connection, reg: Registered, file_name: str, issues: Sequence[RowIssue]) -> None:
-    if not issues:
-        return
-    conn.execute(
-        insert(etl_reject),
-        [
-            {
-                "file_id": reg.file_id,
-                "file_name": file_name,
-                "sha256": reg.sha256,
-                "line": i.line,
-                "field": i.field or None,
-                "reason_code": i.reason_code,
-                "message": i.message,
-                "value": _masked(i),
-            }
-            for i in sorted(issues, key=lambda i: (i.line, i.field))
-        ],
-    )
+def omitted_message(code: str, n: int) -> str:
+    return f"{message(code)}（另有 {n} 处同类问题只计数、未逐条列出）"
+
+
+def write_rejects(
+    conn: Connection, reg: Registered, file_name: str, issues: Sequence[RowIssue],
+    omitted: Mapping[str, int] | None = None,
+) -> None:
+    """The issues held in detail, in batches; one summary row per reason for the rest."""
+    ordered = sorted(issues, key=lambda i: (i.line, i.field))
+    for start in range(0, len(ordered), _REJECT_BATCH):
+        conn.execute(
+            insert(etl_reject),
+            [
+                {
+                    "file_id": reg.file_id,
+                    "file_name": file_name,
+                    "sha256": reg.sha256,
+                    "line": i.line,
+                    "field": i.field or None,
+                    "reason_code": i.reason_code,
+                    "message": i.message,
+                    "value": _masked(i),
+                }
+                for i in ordered[start : start + _REJECT_BATCH]
+            ],
+        )
+    if omitted:
+        conn.execute(
+            insert(etl_reject),
+            [
+                {
+                    "file_id": reg.file_id, "file_name": file_name, "sha256": reg.sha256, "line": None,
+                    "field": None, "reason_code": code, "message": omitted_message(code, n), "occurrences": n,
+                }
+                for code, n in sorted(omitted.items())
+            ],
+        )
 
 
 def record_loaded(
     conn: Connection, reg: Registered, file_name: str, issues: Sequence[RowIssue],
     counts: tuple[int, int, int], warnings: Sequence[str], docs: str | None,
+    omitted: Mapping[str, int] | None = None,
 ) -> None:
     """A file loaded, in its transaction: its rejected rows and its ``etl_file`` row."""
     rows_total, rows_loaded, rows_rejected = counts
-    write_rejects(conn, reg, file_name, issues)
+    write_rejects(conn, reg, file_name, issues, omitted)
     conn.execute(
         update(etl_file)
         .where(etl_file.c.file_id == reg.file_id)
@@ -174,7 +203,7 @@ def record_rejection(ctx: Context, name: str, reg: Registered, err: BankInputErr
     rejected = err if isinstance(err, FileRejected) else FileRejected(err.reason_code, err.message_zh)
     with ctx.engine.begin() as conn:
         claim(conn, reg.file_id)
-        write_rejects(conn, reg, name, rejected.issues)
+        write_rejects(conn, reg, name, rejected.issues, getattr(rejected, "omitted", None))
         conn.execute(
             insert(etl_reject).values(
                 file_id=reg.file_id,
@@ -204,14 +233,15 @@ def record_rejection(ctx: Context, name: str, reg: Registered, err: BankInputErr
 def receipt_for(conn: Connection, file_id: int) -> tuple[Receipt, list[ReceiptError]]:
     """The receipt as the warehouse records the file: the same whichever run answers."""
     f = conn.execute(select(etl_file).where(etl_file.c.file_id == file_id)).one()
-    errors = [
-        ReceiptError(r.reason_code, r.message, r.line, r.field, r.value)
-        for r in conn.execute(
-            select(etl_reject)
-            .where(etl_reject.c.file_id == file_id)
-            .order_by(etl_reject.c.line.is_not(None), etl_reject.c.line, etl_reject.c.reject_id)
-        )
-    ]
+    errors, omitted = [], {}
+    for r in conn.execute(
+        select(etl_reject)
+        .where(etl_reject.c.file_id == file_id)
+        .order_by(etl_reject.c.line.is_not(None), etl_reject.c.line, etl_reject.c.reject_id)
+    ):
+        if r.occurrences is not None:  # a summary: in the rejects file, counted in the receipt
+            omitted[r.reason_code] = omitted.get(r.reason_code, 0) + r.occurrences
+        errors.append(ReceiptError(r.reason_code, r.message, r.line, r.field, r.value))
     receipt = Receipt(
         file_name=f.file_name,
         bank_code=f.bank_code,
@@ -227,6 +257,7 @@ def receipt_for(conn: Connection, file_id: int) -> tuple[Receipt, list[ReceiptEr
         rows_rejected=f.rows_rejected,
         errors=errors,
         warnings=f.error.split("\n") if f.status in LOADED and f.error else [],
+        errors_omitted=omitted,
     )
     if f.replay_of is not None:
         earlier = conn.execute(select(etl_file).where(etl_file.c.file_id == f.replay_of)).one()
@@ -237,6 +268,8 @@ def receipt_for(conn: Connection, file_id: int) -> tuple[Receipt, list[ReceiptEr
             "rows_loaded": earlier.rows_loaded,
             "message": REPLAY_MESSAGE,
         }
+    if omitted:  # the receipt lists issues; the summaries are counted, not listed
+        receipt.errors = [e for e in errors if e.line is not None or e.reason_code not in omitted]
     return receipt, errors
 
 
@@ -249,9 +282,8 @@ def answer(ctx: Context, bank_code: str, name: str, file_id: int, ok: RemoteFile
     with ctx.engine.connect() as conn:
         receipt, errors = receipt_for(conn, file_id)
         docs = conn.execute(select(etl_file.c.data_docs).where(etl_file.c.file_id == file_id)).scalar_one()
-    deliver(ctx, bank_code, name, receipt, errors, ok)
-    _answered(ctx, file_id)
-    counts = Counter(e.reason_code for e in errors)
+    deliver(ctx, bank_code, name, receipt, errors, ok, file_id)
+    counts = Counter(e.reason_code for e in receipt.errors) + Counter(receipt.errors_omitted)
     return FileOutcome(
         name, bank_code, receipt.dataset, receipt.status, receipt.rows_total,
         receipt.rows_loaded, receipt.rows_rejected, counts.most_common(3), docs,
@@ -273,16 +305,24 @@ def answer_duplicate(ctx: Context, bank_code: str, name: str, reg: Registered, o
         "processed_at": original.processed_at,
         "rows_loaded": original.rows_loaded,
     }
-    deliver(ctx, bank_code, name, receipt, [], ok)
-    _answered(ctx, reg.file_id)
+    deliver(ctx, bank_code, name, receipt, [], ok, reg.file_id)
     return FileOutcome(name, bank_code, receipt.dataset, "duplicate")
 
 
 def deliver(
-    ctx: Context, bank_code: str, name: str, receipt: Receipt, errors: list[ReceiptError], ok: RemoteFile
+    ctx: Context, bank_code: str, name: str, receipt: Receipt, errors: list[ReceiptError], ok: RemoteFile,
+    file_id: int,
 ) -> None:
-    """Receipt first, then the inbox is cleared: a crash in between re-answers, never loses."""
+    """Receipt first, then the inbox is cleared: a crash in between re-answers, never loses.
+
+    The ``.ok`` goes first, then ``answered_at`` is recorded, then the data file: killed
+    after the ``.ok`` went, the data file left behind is incomplete to every later
+    listing, so a new upload under its name is read only once its own ``.ok`` arrives.
+    """
+    out = bounded_name(name)  # a path component built from a name the bank chose
     if errors:
-        ctx.landing.write_outbox(bank_code, f"{name}.rejects.csv", rejects_csv(name, errors))
-    ctx.landing.write_outbox(bank_code, f"{name}.receipt.json", receipt.to_json())
-    ctx.landing.remove_inbox(bank_code, [name, ok.name])
+        ctx.landing.write_outbox(bank_code, f"{out}.rejects.csv", rejects_csv(name, errors))
+    ctx.landing.write_outbox(bank_code, f"{out}.receipt.json", receipt.to_json())
+    ctx.landing.remove_inbox(bank_code, [ok.name])
+    _answered(ctx, file_id)
+    ctx.landing.remove_inbox(bank_code, [name])

@@ -6,7 +6,8 @@ chunks at a time), the dataset's extra row rules, and duplicate keys across the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ARRAY, Connection, Integer, Table, bindparam, delete, func, select
@@ -147,24 +148,44 @@ def drop_duplicated(conn: Connection, staging: Table, key_column: str, keys: Tab
     return conn.execute(delete(staging).where(staging.c[key_column].in_(dup))).rowcount
 
 
+class TooManyInvalid(FileRejected):
+    """``TOO_MANY_INVALID`` with the issues counted per reason beyond those kept in detail."""
+
+    def __init__(self, message_zh: str, *, omitted: Counter[str], **kw: Any) -> None:
+        super().__init__("TOO_MANY_INVALID", message_zh, **kw)
+        self.omitted = omitted
+
+
 class FileChecks:
     """One file's findings and counts while its chunks pass, then its whole-file rules.
 
     The validation run is opened at the first batch: the validator may still be
-    importing GX while the first chunks are read.
+    importing GX while the first chunks are read. At most ``keep`` issues are held in
+    detail; the rest are only counted per reason (``omitted``), so a file of a million
+    bad rows costs the memory of ``keep`` issues, and its counts stay exact.
     """
 
     def __init__(
         self, spec: DatasetSpec, validator: Callable[[], Any], file_name: str,
-        params: dict[str, Any], rules: Sequence[RowRule],
+        params: dict[str, Any], rules: Sequence[RowRule], keep: int = 10_000,
     ) -> None:
         self.spec, self.file_name, self.params, self.rules = spec, file_name, params, list(rules)
         self._validator = validator
         self._run: Any = None
+        self.keep = keep
         self.issues: list[RowIssue] = []
+        self.omitted: Counter[str] = Counter()  # reason -> issues past ``keep``, not held
         self.rows_total = 0
         self.rows_loaded = 0
         self.refused: set[str] = set()  # sent but refused: not "left out" of a snapshot
+
+    def add(self, issues: Iterable[RowIssue]) -> None:
+        """Issues held in detail up to ``keep``; past it only counted per reason."""
+        for issue in issues:
+            if len(self.issues) < self.keep:
+                self.issues.append(issue)
+            else:
+                self.omitted[issue.reason_code] += 1
 
     @property
     def rows_rejected(self) -> int:
@@ -188,7 +209,7 @@ class FileChecks:
             chunk_issues = merge_issues(chunk.issues, found[lo:hi])
             for rule in self.rules:
                 chunk_issues += rule(chunk)
-            self.issues += chunk_issues
+            self.add(chunk_issues)
             good = good_rows(chunk, chunk_issues)
             if self.spec.snapshot:
                 self.refused.update(refused_keys(chunk, good, self.spec.key_field))
@@ -196,25 +217,24 @@ class FileChecks:
 
     def add_malformed(self, malformed: Sequence[tuple[int, str]]) -> None:
         """Lines the reader could not split into the header's fields."""
-        for line, why in malformed:
-            self.issues.append(RowIssue(line, "", "MALFORMED_ROW", f"{message('MALFORMED_ROW')}：{why}"))
+        self.add(RowIssue(line, "", "MALFORMED_ROW", f"{message('MALFORMED_ROW')}：{why}") for line, why in malformed)
         self.rows_total += len(malformed)
 
     def refuse_duplicates(self, conn: Connection, staging: Staging) -> None:
         """Every occurrence of a key the file holds twice is refused, staged or inserted early."""
         early, key = staging.early, self.spec.key_field
-        if early is not None and early.complete:
+        if early is not None and early.complete and not self.omitted:  # every bad line known
             dups = duplicate_keys_of(conn, staging.keys, sorted({i.line for i in self.issues}))
         else:
             dups = duplicate_keys(conn, staging.keys)
         if not dups:
             return
         flagged = {(i.line, i.field) for i in self.issues}
-        self.issues += [
+        self.add(
             RowIssue(line, key, "DUPLICATE_KEY", message("DUPLICATE_KEY"), value)
             for line, value in dups
             if (line, key) not in flagged
-        ]
+        )
         self.rows_loaded -= drop_duplicated(conn, staging.table, key, staging.keys)
         if early is not None:
             self.rows_loaded -= early.undo_duplicated(conn, (value for _, value in dups))
@@ -237,9 +257,7 @@ class FileChecks:
         """Too many refused rows refuse the file; a header-only file is valid v1."""
         total = self.rows_total
         if total and self.rows_rejected / total > threshold:
-            bad = len({i.line for i in self.issues})
-            raise FileRejected(
-                "TOO_MANY_INVALID",
-                f"{message('TOO_MANY_INVALID')}（无效 {bad} 行 / 共 {total} 行，阈值 {threshold:.0%}）",
-                rows_total=total, issues=self.issues, data_docs=docs,
+            raise TooManyInvalid(
+                f"{message('TOO_MANY_INVALID')}（无效 {self.rows_rejected} 行 / 共 {total} 行，阈值 {threshold:.0%}）",
+                rows_total=total, issues=self.issues, data_docs=docs, omitted=self.omitted,
             )

@@ -7,6 +7,7 @@ benchmark observe or fault a run through these instead of patching module names.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +20,24 @@ from govbank.ingest.stage import EarlyInsert
 from govbank.transport import Landing
 from govbank.util.concurrency import BackgroundWriter
 
+log = logging.getLogger(__name__)
+
 
 def no_hook(point: str, file_name: str, rows: int) -> None:
     """The default hook: a run is not observed."""
+
+
+def operator_alert(text: str) -> None:
+    """Tell operators through Airflow's notifier; without Airflow the alert is only logged
+    (``notify.alert`` logs it before it imports Airflow)."""
+    from govbank.orchestration.notify import alert
+
+    try:
+        alert(text)
+    except ImportError:
+        pass
+    except Exception:  # a robot down must not stop the bank's queue
+        log.exception("the alert could not be sent: %s", " | ".join(text.splitlines()))
 
 
 @dataclass
@@ -46,6 +62,10 @@ class Context:
     hook: Callable[[str, str, int], None] = no_hook
     writer_factory: Callable[[bool], BackgroundWriter] = BackgroundWriter  # arg: in a second thread
     early_insert: Callable[..., EarlyInsert] = EarlyInsert
+    max_attempts: int = 3  # loads failed on our side before a file is set aside as poison
+    max_reject_rows: int = 10_000  # row issues kept in detail per file; the rest counted per reason
+    # how operators are told of a poison file (a test collects the texts)
+    alert: Callable[[str], None] = operator_alert
     _validator: object | None = field(default=None, repr=False)
     _warming: threading.Thread | None = field(default=None, repr=False)
     _warm_error: BaseException | None = field(default=None, repr=False)

@@ -20,10 +20,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from govbank.domain.errors import BankInputError, TransientError
 from govbank.domain.reasons import NO_FEED_MESSAGE, message
 from govbank.ingest.context import Context
-from govbank.ingest.discover import FileName, parse_file_name, parse_ok
-from govbank.transport import RemoteFile
+from govbank.ingest.discover import FileName, bounded_name, parse_file_name, parse_ok
+from govbank.transport import EntryChanged, RemoteFile
 from govbank.util.clock import now
 from govbank.util.private import private_dir, private_file
+from govbank.util.text import log_safe
 from govbank.warehouse.schema import etl_file
 
 
@@ -79,7 +80,7 @@ def _archive(ctx: Context, bank_code: str, data: RemoteFile) -> tuple[str, Path]
             while block := fh.read(1 << 20):
                 digest.update(block)
         sha = digest.hexdigest()
-        final = ctx.archive_dir / bank_code / sha[:2] / f"{sha}__{data.name}"
+        final = ctx.archive_dir / bank_code / sha[:2] / f"{sha}__{bounded_name(data.name)}"
         private_dir(final.parent, ctx.archive_dir)
         if final.exists():
             tmp.unlink()
@@ -88,7 +89,7 @@ def _archive(ctx: Context, bank_code: str, data: RemoteFile) -> tuple[str, Path]
             os.replace(private_file(tmp), final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TransientError(f"cannot fetch or archive {bank_code}/{data.name}: {exc}") from exc
+        raise TransientError(f"cannot fetch or archive {bank_code}/{log_safe(data.name)}: {exc}") from exc
     return sha, final
 
 
@@ -118,7 +119,7 @@ def receive(ctx: Context, bank_code: str, data: RemoteFile) -> Registered | None
     except IntegrityError:
         pass
     except OperationalError as exc:
-        raise TransientError(f"cannot register {data.name}: {exc}") from exc
+        raise TransientError(f"cannot register {log_safe(data.name)}: {exc}") from exc
     return _seen_before(ctx, bank_code, data, row, final)
 
 
@@ -178,6 +179,8 @@ def check_envelope(
         raise BankInputError("NO_CONTRACT", NO_FEED_MESSAGE.format(dataset=fname.dataset))
     try:
         control = parse_ok(ctx.landing.read_small(bank_code, ok.name))
+    except EntryChanged:  # swapped for a link or another file: left for the next run
+        raise
     except (FileNotFoundError, TransientError):
         if still_in_inbox(ctx, bank_code, name):
             raise

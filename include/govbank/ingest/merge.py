@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     and_,
     any_,
+    case,
     exists,
     false,
     func,
@@ -31,9 +32,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from govbank.config.contracts import BankContract
-from govbank.warehouse.schema import dim_bank, dim_outlet, fact_elicense_biz
+from govbank.domain.errors import BankInputError
+from govbank.domain.statuses import LOADED
+from govbank.ingest.discover import parse_file_name
+from govbank.warehouse.schema import dim_bank, dim_outlet, etl_file, fact_elicense_biz
 
 OUTLET_ATTRS = (
     "outlet_name",
@@ -200,7 +205,68 @@ def _open_current(
     )
 
 
+def newer_snapshots(conn: Connection, bank_code: str, snapshot_date: dt.date) -> list[dt.date]:
+    """Dates of the bank's loaded OUTLET snapshots later than ``snapshot_date``."""
+    return sorted(conn.execute(
+        select(etl_file.c.business_date).distinct().where(
+            etl_file.c.bank_code == bank_code, etl_file.c.dataset == "OUTLET",
+            etl_file.c.status.in_(LOADED), etl_file.c.business_date > snapshot_date,
+        )
+    ).scalars())
+
+
+def fill_outlet_history(
+    conn: Connection, staging: Table, bank_code: str, snapshot_date: dt.date, source_file: str,
+    next_snapshot: dt.date,
+) -> int:
+    """A snapshot older than the one in force: only history is added, nothing current changes.
+
+    An outlet of the snapshot with no version covering its date gets a closed version from
+    that date to whichever comes first, its earliest version or the next snapshot; what
+    the newer snapshots decided (versions, closings, 撤销) is left as it is. How many rows
+    of the snapshot changed nothing (their date was already covered).
+    """
+    lock_merge(conn, dim_outlet.name, [bank_code])
+    d = dim_outlet
+    first = dict(conn.execute(
+        select(d.c.outlet_code, func.min(d.c.valid_from)).where(d.c.bank_code == bank_code).group_by(d.c.outlet_code)
+    ).all())
+    rows = conn.execute(select(staging)).mappings().all()
+    filled = []
+    for r in rows:
+        start = first.get(r["outlet_code"])
+        if start is not None and start <= snapshot_date:
+            continue  # the newer history already covers this date
+        filled.append({
+            "bank_code": bank_code, "outlet_code": r["outlet_code"], **{n: r[n] for n in OUTLET_ATTRS},
+            "valid_from": snapshot_date, "valid_to": min(start or next_snapshot, next_snapshot),
+            "is_current": False, "source_file": source_file,
+        })
+    if filled:
+        conn.execute(insert(d), filled)
+    return len(rows) - len(filled)
+
+
 # --- e-licence business: the latest file's version of a record wins ----------------------
+
+
+def file_order(bank_code: str, source_file: Any) -> ColumnElement:
+    """``YYYYMMDDNN`` (business date, sequence) of an ELIC file name held in a column: the
+    order in which a bank's versions of a record stand, whatever order they arrived in."""
+    at = len(f"ELIC_{bank_code}_") + 1
+    seq = func.substr(source_file, at + 8, 1) == "_"
+    return func.substr(source_file, at, 8).concat(
+        case((seq, func.substr(source_file, at + 9, 2)), else_=literal("00"))
+    )
+
+
+def order_of(file_name: str) -> str | None:
+    """The :func:`file_order` of a file name; None for a name outside the convention."""
+    try:
+        fn = parse_file_name(file_name)
+    except BankInputError:
+        return None
+    return f"{fn.business_date:%Y%m%d}{fn.seq:02d}"
 
 
 def among_keys(bank_code: Any, rows: Table):  # type: ignore[no-untyped-def]
@@ -216,15 +282,28 @@ def among_keys(bank_code: Any, rows: Table):  # type: ignore[no-untyped-def]
 
 def merge_elicense_biz(
     conn: Connection, staging: Table, *, constants: Mapping[str, Any] | None = None
-) -> None:
-    """Upsert: the latest file's version of each (bank_code, biz_id) wins.
+) -> int:
+    """Upsert: of each (bank_code, biz_id), the version of the file with the latest
+    business date, then sequence number, wins (of one file name, the one processed last).
 
     ``constants`` fills columns the file has one value for (bank, file name, load
-    time). A re-sent record whose values did not change is left alone: no new row
-    version, no index churn.
+    time); with them, a late file (an earlier date sent after a later one) never
+    overwrites a newer version: how many of its rows were older is returned. A re-sent
+    record whose values did not change is left alone: no new row version, no index churn.
     """
     s, f = staging, fact_elicense_biz
     constants = dict(constants or {})
+    not_older: ColumnElement = true()
+    older = 0
+    mine = order_of(constants["source_file"]) if "source_file" in constants else None
+    if "bank_code" in constants and mine is not None:
+        not_older = file_order(constants["bank_code"], f.c.source_file) <= mine
+        older = conn.execute(
+            select(func.count())
+            .select_from(s)
+            .join(f, and_(f.c.bank_code == constants["bank_code"], f.c.biz_id == s.c.biz_id))
+            .where(~not_older)
+        ).scalar_one()
     source = select(
         *(literal(constants[n], f.c[n].type).label(n) if n in constants else s.c[n] for n in BIZ_COLUMNS)
     )
@@ -234,10 +313,10 @@ def merge_elicense_biz(
         stmt = stmt.on_conflict_do_update(
             index_elements=list(BIZ_KEYS),
             set_={n: stmt.excluded[n] for n in BIZ_COLUMNS if n not in BIZ_KEYS},
-            where=or_(*(f.c[n].is_distinct_from(stmt.excluded[n]) for n in BIZ_VALUES)),
+            where=and_(not_older, or_(*(f.c[n].is_distinct_from(stmt.excluded[n]) for n in BIZ_VALUES))),
         )
         conn.execute(stmt)
-        return
+        return older
     if "bank_code" in constants:
         banks: Iterable[str] = [constants["bank_code"]]
     else:
@@ -252,7 +331,7 @@ def merge_elicense_biz(
         same_key = and_(same_key, among_keys(constants["bank_code"], s))
     conn.execute(
         update(f)
-        .where(same_key, or_(*(f.c[n].is_distinct_from(src.c[n]) for n in BIZ_VALUES)))
+        .where(same_key, not_older, or_(*(f.c[n].is_distinct_from(src.c[n]) for n in BIZ_VALUES)))
         .values({n: src.c[n] for n in BIZ_COLUMNS if n not in BIZ_KEYS})
     )
     conn.execute(
@@ -261,6 +340,7 @@ def merge_elicense_biz(
             select(*(src.c[n] for n in BIZ_COLUMNS)).where(~exists().where(same_key)),
         )
     )
+    return older
 
 
 # --- looked up by DatasetSpec.merge ------------------------------------------------------
@@ -277,15 +357,20 @@ class MergeInput:
     refused: Set[str] = field(default_factory=frozenset)  # keys sent but refused
 
 
-def _outlet_snapshot(conn: Connection, staging: Table, m: MergeInput) -> None:
+def _outlet_snapshot(conn: Connection, staging: Table, m: MergeInput) -> int:
+    newer = newer_snapshots(conn, m.bank_code, m.business_date)
+    if newer:  # a late snapshot: history only
+        return fill_outlet_history(conn, staging, m.bank_code, m.business_date, m.file_name, newer[0])
     merge_outlets(conn, staging, m.bank_code, m.business_date, m.file_name, keep=m.refused)
+    return 0
 
 
-def _elicense_upsert(conn: Connection, staging: Table, m: MergeInput) -> None:
-    merge_elicense_biz(conn, staging, constants=m.constants)
+def _elicense_upsert(conn: Connection, staging: Table, m: MergeInput) -> int:
+    return merge_elicense_biz(conn, staging, constants=m.constants)
 
 
-MERGES: dict[str, Callable[[Connection, Table, MergeInput], None]] = {
+# each returns how many of the file's rows were older than what the warehouse holds
+MERGES: dict[str, Callable[[Connection, Table, MergeInput], int]] = {
     "outlet_snapshot": _outlet_snapshot,
     "elicense_upsert": _elicense_upsert,
 }

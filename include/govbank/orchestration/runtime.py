@@ -43,6 +43,8 @@ def build_context(
         chunk_rows=settings.chunk_rows,
         gx_rows=settings.gx_rows,
         max_decompressed=settings.max_decompressed_bytes,
+        max_attempts=settings.max_attempts,
+        max_reject_rows=settings.max_reject_rows,
     )
 
 

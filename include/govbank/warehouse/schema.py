@@ -152,6 +152,8 @@ etl_file = Table(
     # an operator's replay: the earlier outcome (file_id) these bytes were reprocessed from
     Column("replay_of", Integer),
     Column("archive_purged_at", TZ),  # housekeeping removed the raw bytes past retention
+    # times a run began loading it; past GOVBANK_MAX_ATTEMPTS it is set aside as poison
+    Column("attempts", Integer, nullable=False, server_default="0"),
     # one original per bank and digest: the same bytes again from that bank are a
     # duplicate; another bank's identical file is its own (and never named to it).
     # Replays are left out: they reprocess bytes already registered, on purpose.
@@ -177,6 +179,8 @@ etl_reject = Table(
     Column("reason_code", String(48), nullable=False),
     Column("message", Text, nullable=False),
     Column("value", Text),
+    # NULL: one issue; N: a summary row standing for N issues of its reason not listed
+    Column("occurrences", Integer),
     Index("ix_etl_reject_file", "file_id"),
 )
 
