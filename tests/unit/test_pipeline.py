@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,22 @@ def test_bank_without_contract_is_rejected_and_kept(env) -> None:  # type: ignor
     with ctx.engine.connect() as conn:
         path = conn.execute(select(etl_file.c.archive_path)).scalar_one()
     assert (ctx.archive_dir / path).read_bytes() == data
+
+
+def test_each_validation_batch_logs_its_progress(env, caplog) -> None:  # type: ignore[no-untyped-def]
+    """An operator watching a large file sees rows done, rows/s and refusals so far."""
+    ctx, landing = env
+    ctx.chunk_rows, ctx.gx_rows = 10, 20  # 43 rows: three batches
+    ctx.fast_reader = False  # the exact reader cuts chunks of exactly chunk_rows
+    inbox = landing / "WZB" / "inbox"
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
+    bad = "".join(f"Z{i}|W1|一照开户|BADUSCC|公司|||2023-06-01||||有效\n" for i in range(3))
+    drop_file(inbox, "ELIC_WZB_20230601.txt", (ELIC_HEAD + _elic_rows(40) + bad).encode("gb18030"))
+    with caplog.at_level(logging.INFO, logger="govbank.ingest.checks"):
+        process_bank(ctx, "WZB")
+    lines = [r.getMessage() for r in caplog.records if "ELIC_WZB_20230601.txt checked" in r.getMessage()]
+    assert [ln.split(" checked ")[1].split(" rows")[0] for ln in lines] == ["20", "40", "43"]
+    assert lines[-1].endswith("3 refused so far") and "rows/s" in lines[-1]
 
 
 def test_too_many_invalid_rows_rejects_the_file(env) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,8 @@ chunks at a time), the dataset's extra row rules, and duplicate keys across the 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,9 @@ from govbank.domain.errors import FileRejected
 from govbank.domain.issues import RowIssue
 from govbank.domain.reasons import message
 from govbank.ingest.merge import known_outlets
+from govbank.util.text import log_safe
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -178,6 +183,9 @@ class FileChecks:
         self.rows_total = 0
         self.rows_loaded = 0
         self.refused: set[str] = set()  # sent but refused: not "left out" of a snapshot
+        self._checked = 0  # rows through the row rules so far, for the progress line
+        self._bad = 0
+        self._started = time.monotonic()
 
     def add(self, issues: Iterable[RowIssue]) -> None:
         """Issues held in detail up to ``keep``; past it only counted per reason."""
@@ -213,7 +221,14 @@ class FileChecks:
             good = good_rows(chunk, chunk_issues)
             if self.spec.snapshot:
                 self.refused.update(refused_keys(chunk, good, self.spec.key_field))
+            self._checked += len(chunk)
+            self._bad += int(len(good) - good.sum())
             yield chunk, good
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        log.info(
+            "file=%s checked %d rows (%.0f rows/s), %d refused so far",
+            log_safe(self.file_name), self._checked, self._checked / elapsed, self._bad,
+        )
 
     def add_malformed(self, malformed: Sequence[tuple[int, str]]) -> None:
         """Lines the reader could not split into the header's fields."""
