@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from govbank.config.settings import Settings
 from govbank.ingest.run import process_bank
@@ -171,6 +171,24 @@ def test_each_validation_batch_logs_its_progress(env, caplog) -> None:  # type: 
     lines = [r.getMessage() for r in caplog.records if "ELIC_WZB_20230601.txt checked" in r.getMessage()]
     assert [ln.split(" checked ")[1].split(" rows")[0] for ln in lines] == ["20", "40", "43"]
     assert lines[-1].endswith("3 refused so far") and "rows/s" in lines[-1]
+
+
+def test_a_file_loaded_but_not_answered_is_answered_without_counting_its_rows_again(env) -> None:  # type: ignore[no-untyped-def]
+    """A run killed after the commit and before the receipt: the next run only answers."""
+    ctx, landing = env
+    inbox = landing / "WZB" / "inbox"
+    outlet = OUTLET.encode("gb18030")
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", outlet)
+    (first,) = process_bank(ctx, "WZB")
+    assert (first.status, first.rows_loaded, first.loaded_now) == ("accepted", 2, True)
+    with ctx.engine.begin() as conn:  # as if killed before the answer reached the outbox
+        conn.execute(update(etl_file).values(answered_at=None))
+    (landing / "WZB" / "outbox" / "OUTLET_WZB_20230601.txt.receipt.json").unlink()
+    drop_file(inbox, "OUTLET_WZB_20230601.txt", outlet)  # the bank's file is still there
+    (again,) = process_bank(ctx, "WZB")
+    assert (again.status, again.rows_loaded, again.loaded_now) == ("accepted", 2, False)
+    assert (landing / "WZB" / "outbox" / "OUTLET_WZB_20230601.txt.receipt.json").exists()
+    assert _count(ctx, etl_file) == 1
 
 
 def test_too_many_invalid_rows_rejects_the_file(env) -> None:  # type: ignore[no-untyped-def]

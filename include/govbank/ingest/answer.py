@@ -121,6 +121,7 @@ class FileOutcome:
     rows_rejected: int = 0
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
     data_docs: str | None = None
+    loaded_now: bool = True  # False: loaded by an earlier run, only answered by this one
 
     def log_line(self) -> str:
         reasons = "；".join(f"{c}（{message(c)}）×{n}" for c, n in self.top_reasons) or "无"

@@ -188,7 +188,9 @@ def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile)
     if reg.status == "duplicate":
         return answer_duplicate(ctx, bank_code, name, reg, ok)
     if reg.status in FINAL:  # loaded earlier, the answer never reached the outbox
-        return _answer_if_stable(ctx, bank_code, data, ok, reg)
+        outcome = _answer_if_stable(ctx, bank_code, data, ok, reg)
+        outcome.loaded_now = False  # its rows were counted by the run that loaded them
+        return outcome
     attempts = count_attempt(ctx, reg)
     if attempts >= ctx.max_attempts:
         try:
