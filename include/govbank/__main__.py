@@ -68,11 +68,11 @@ def print_reconciliation(settings: Settings, expected: Path | None) -> int:
 
 def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Replay, then rebuild the marts (unless a dry run); 1 if nothing matched or a file was refused."""
-    from govbank.domain.pseudonym import key_from_env
+    from govbank.config.settings import pseudonym_key_from_env
     from govbank.ingest.replay import Selection, replay, report
     from govbank.orchestration.runtime import build_context, build_marts
 
-    ctx = build_context(settings, key_from_env())
+    ctx = build_context(settings, pseudonym_key_from_env())
     sel = Selection(args.bank, args.file, args.sha256, args.status, args.since)
     try:
         results = replay(ctx, sel, dry_run=args.dry_run)
@@ -124,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "reconciliation":
         return print_reconciliation(settings, args.expected)
     if args.cmd == "ingest":
-        from govbank.domain.pseudonym import key_from_env
+        from govbank.config.settings import pseudonym_key_from_env
         from govbank.ingest.run import process_bank
         from govbank.orchestration.runtime import build_context, contracts_and_problems
 
         broken = contracts_and_problems(settings)[1]
-        ctx = build_context(settings, key_from_env())
+        ctx = build_context(settings, pseudonym_key_from_env())
         for bank in args.bank or ctx.landing.bank_codes():
             if bank in broken:  # logged by contracts_and_problems; the other banks go on
                 continue

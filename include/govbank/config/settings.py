@@ -102,3 +102,18 @@ class Settings:
 ASSET_BANK_FILES = "govbank://warehouse/bank_files"
 ASSET_ELICENSE_USAGE = "govbank://warehouse/fact_elicense_usage"
 ASSET_MARTS = "govbank://warehouse/marts"
+
+
+PSEUDONYM_KEY_ENV = "GOVBANK_PSEUDONYM_KEY"
+
+
+def pseudonym_key_from_env() -> bytes:
+    """The HMAC key from the environment (the DAGs prefer the connection, see airflow_support)."""
+    from govbank.config.connections import PSEUDONYM_CONN_ID
+    from govbank.domain.errors import ConfigError
+    from govbank.domain.pseudonym import check_key
+
+    value = os.environ.get(PSEUDONYM_KEY_ENV)
+    if not value:
+        raise ConfigError(f"no pseudonym key: set {PSEUDONYM_KEY_ENV} or the {PSEUDONYM_CONN_ID} connection")
+    return check_key(value)

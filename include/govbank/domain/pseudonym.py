@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import TYPE_CHECKING
 
-from govbank.config.connections import PSEUDONYM_CONN_ID
 from govbank.domain.errors import ConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-KEY_ENV = "GOVBANK_PSEUDONYM_KEY"
 MIN_KEY_BYTES = 16
 
 
@@ -28,12 +25,6 @@ def check_key(key: str | bytes) -> bytes:
         raise ConfigError(f"the pseudonym key must be at least {MIN_KEY_BYTES} bytes")
     return data
 
-
-def key_from_env() -> bytes:
-    value = os.environ.get(KEY_ENV)
-    if not value:
-        raise ConfigError(f"no pseudonym key: set {KEY_ENV} or the {PSEUDONYM_CONN_ID} connection")
-    return check_key(value)
 
 
 def pseudonymise(key: bytes, identifier: str | None) -> str | None:

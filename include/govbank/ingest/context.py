@@ -27,17 +27,9 @@ def no_hook(point: str, file_name: str, rows: int) -> None:
     """The default hook: a run is not observed."""
 
 
-def operator_alert(text: str) -> None:
-    """Tell operators through Airflow's notifier; without Airflow the alert is only logged
-    (``notify.alert`` logs it before it imports Airflow)."""
-    from govbank.orchestration.notify import alert
-
-    try:
-        alert(text)
-    except ImportError:
-        pass
-    except Exception:  # a robot down must not stop the bank's queue
-        log.exception("the alert could not be sent: %s", " | ".join(text.splitlines()))
+def log_alert(text: str) -> None:
+    """The default alert seam: a warning in the log (orchestration injects the notifier)."""
+    log.warning("ALERT %s", " | ".join(text.splitlines()))
 
 
 @dataclass
@@ -65,7 +57,7 @@ class Context:
     max_attempts: int = 3  # loads failed on our side before a file is set aside as poison
     max_reject_rows: int = 10_000  # row issues kept in detail per file; the rest counted per reason
     # how operators are told of a poison file (a test collects the texts)
-    alert: Callable[[str], None] = operator_alert
+    alert: Callable[[str], None] = log_alert
     _validator: object | None = field(default=None, repr=False)
     _warming: threading.Thread | None = field(default=None, repr=False)
     _warm_error: BaseException | None = field(default=None, repr=False)

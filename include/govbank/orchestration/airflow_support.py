@@ -34,10 +34,11 @@ def settings() -> Settings:
 
 
 def pseudonym_key() -> bytes:
-    from govbank.domain.pseudonym import check_key, key_from_env
+    from govbank.config.settings import pseudonym_key_from_env
+    from govbank.domain.pseudonym import check_key
 
     conn = _connection(PSEUDONYM_CONN_ID)
     if conn is not None and conn.password:
         return check_key(conn.password)
-    return key_from_env()
+    return pseudonym_key_from_env()
 

@@ -72,3 +72,13 @@ def failure_notifier(context: Mapping[str, Any]) -> None:
         alert(failure_text(context))
     except Exception:  # the task already failed; a robot being down must not hide why
         log.exception("could not send the failure alert")
+
+
+def operator_alert(text: str) -> None:
+    """The ingest run's alert seam: ``alert`` where Airflow is, the log line alone where it is not."""
+    try:
+        alert(text)
+    except ImportError:  # no Airflow here (the CLI, a test): alert() logged it already
+        pass
+    except Exception:  # a robot down must not stop the bank's queue
+        log.exception("the alert could not be sent: %s", " | ".join(text.splitlines()))

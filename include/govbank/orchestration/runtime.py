@@ -9,6 +9,7 @@ from govbank.config.contracts import BankContract, ContractProblem, load_contrac
 from govbank.config.settings import Settings
 from govbank.ingest.context import Context
 from govbank.marts.build import rebuild_all
+from govbank.orchestration.notify import operator_alert
 from govbank.transport import Landing, open_landing
 from govbank.util.clock import today
 from govbank.warehouse.db import make_engine
@@ -43,6 +44,7 @@ def build_context(
         chunk_rows=settings.chunk_rows,
         gx_rows=settings.gx_rows,
         max_decompressed=settings.max_decompressed_bytes,
+        alert=operator_alert,
         max_attempts=settings.max_attempts,
         max_reject_rows=settings.max_reject_rows,
     )

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from govbank.domain.metrics import METRICS
-from govbank.warehouse.db import DASHBOARD_ROLE, dashboard_grant_sql, quote_name
+from govbank.warehouse.db import DASHBOARD_ROLE, dashboard_grant_sql
 
 revision = "0007_bi_comments"
 down_revision = "0006"
@@ -53,12 +53,12 @@ def _pg() -> bool:
     return op.get_bind().dialect.name == "postgresql"
 
 
-def _literal(text: str | None) -> str:
-    return "NULL" if text is None else "'" + text.replace("'", "''") + "'"
-
-
 def apply_comments(tables: tuple[str, ...], *, clear: bool = False) -> None:
-    """``COMMENT ON`` each table and column of ``tables`` that exists, from the models."""
+    """``COMMENT ON`` each table and column of ``tables`` that exists, from the models.
+
+    Alembic's comment operations write the statements (PostgreSQL takes no bound
+    parameter in ``COMMENT ON``; they quote the text as a literal themselves).
+    """
     from govbank.warehouse.schema import metadata
 
     bind = op.get_bind()
@@ -69,22 +69,27 @@ def apply_comments(tables: tuple[str, ...], *, clear: bool = False) -> None:
         if name not in present or name not in metadata.tables:
             continue
         table = metadata.tables[name]
-        qualified = f"{quote_name(schema)}.{quote_name(name)}"
-        op.execute(f"COMMENT ON TABLE {qualified} IS {_literal(None if clear else table.comment)}")
+        if clear or table.comment is None:
+            op.drop_table_comment(name, schema=schema)
+        else:
+            op.create_table_comment(name, table.comment, schema=schema)
         columns = {c["name"] for c in inspector.get_columns(name, schema=schema)}
         for column in table.columns:
             if column.name in columns:
-                text = None if clear else column.comment
-                op.execute(
-                    f"COMMENT ON COLUMN {qualified}.{quote_name(column.name)} IS {_literal(text)}"
+                op.alter_column(
+                    name, column.name, schema=schema, existing_type=column.type,
+                    existing_nullable=column.nullable, comment=None if clear else column.comment,
                 )
 
 
 def upgrade() -> None:
     for name in MONTHLY:
         op.add_column(name, sa.Column("month_start", sa.Date(), nullable=True))
-        first = "to_date(month || '-01', 'YYYY-MM-DD')" if _pg() else "month || '-01'"
-        op.execute(f"UPDATE {name} SET month_start = {first}")
+        mart = sa.table(name, sa.column("month", sa.String), sa.column("month_start", sa.Date))
+        first = mart.c.month + "-01"
+        op.execute(
+            mart.update().values(month_start=sa.func.to_date(first, "YYYY-MM-DD") if _pg() else first)
+        )
     op.create_table(
         "mart_outlet_detail",
         sa.Column("bank_code", sa.String(16), nullable=False),
