@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import select
 
 from govbank.config.settings import Settings
-from govbank.domain.errors import TransientError
-from govbank.ingest.run import FilesFailed, process_bank
+from govbank.domain.errors import FilesFailed, TransientError
+from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context
 from govbank.transport.local import LocalLanding
 from govbank.warehouse.schema import dim_outlet, etl_file, etl_reject

@@ -144,4 +144,5 @@ def test_ids_and_mobiles_in_free_text_are_masked(env) -> None:  # type: ignore[n
     assert WARNING.format(n=4) in receipt["warnings"]  # W1 twice, W2 once, W3 once
     elic = json.loads((outbox / "ELIC_WZB_20230601.txt.receipt.json").read_text(encoding="utf-8"))
     assert elic["warnings"] == [WARNING.format(n=1)]
-    assert errors["OUTLET_WZB_20230601.txt"] == WARNING.format(n=4)
+    # beside the warning for the snapshot row refused above (its outlet is kept as it was)
+    assert WARNING.format(n=4) in errors["OUTLET_WZB_20230601.txt"].splitlines()

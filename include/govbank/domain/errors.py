@@ -53,3 +53,7 @@ class FileRejected(BankInputError):
         self.rows_total = rows_total
         self.issues = list(issues)
         self.data_docs = data_docs
+
+
+class FilesFailed(GovbankError):
+    """Files of a bank failed on our side; its other files were processed (the task fails)."""

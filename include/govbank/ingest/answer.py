@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,11 +25,13 @@ from govbank.domain.reasons import REPLAY_MESSAGE, message
 from govbank.domain.statuses import LOADED
 from govbank.ingest.context import Context
 from govbank.ingest.discover import bounded_name
-from govbank.ingest.intake import Registered, claim, still_in_inbox
+from govbank.ingest.intake import Registered, claim, still_as_listed, still_in_inbox
 from govbank.transport import RemoteFile
 from govbank.util.clock import iso, now
 from govbank.util.text import log_safe
 from govbank.warehouse.schema import etl_file, etl_reject
+
+log = logging.getLogger(__name__)
 
 STATUS_ZH = {
     "accepted": "全部接收",
@@ -327,3 +330,25 @@ def deliver(
     ctx.landing.remove_inbox(bank_code, [ok.name])
     _answered(ctx, file_id)
     ctx.landing.remove_inbox(bank_code, [name])
+
+
+def set_aside(ctx: Context, bank_code: str, name: str, reg: Registered, attempts: int) -> None:
+    """A poison file: refused, kept in the archive, operators told."""
+    record_rejection(ctx, name, reg, BankInputError("POISON_FILE", message("POISON_FILE"), f"{attempts} attempts"))
+    ctx.alert(
+        f"【govbank 告警】银行 {bank_code} 的文件 {log_safe(name, 160)} 已处理失败 {attempts} 次（我方原因），"
+        f"已作为问题文件搁置并回执拒收（POISON_FILE）。\n"
+        f"存档：{log_safe(reg.archive_path.name, 200)}（sha256 {reg.sha256}）；请查明原因后重放。"
+    )
+
+
+def answer_if_stable(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile, reg: Registered) -> FileOutcome:
+    """Answer and clear, unless the file changed since it was listed: then it stays in the
+    inbox and the next run reads it again, once stable (its new bytes are a new file)."""
+    if not still_as_listed(ctx, data, ok):
+        log.warning(
+            "bank=%s file=%s changed since it was listed; not cleared, read again next run",
+            bank_code, log_safe(data.name),
+        )
+        return FileOutcome(data.name, bank_code, None, "changed_left_for_next_run")
+    return answer(ctx, bank_code, data.name, reg.file_id, ok)

@@ -276,3 +276,20 @@ class FileChecks:
                 f"{message('TOO_MANY_INVALID')}（无效 {self.rows_rejected} 行 / 共 {total} 行，阈值 {threshold:.0%}）",
                 rows_total=total, issues=self.issues, data_docs=docs, omitted=self.omitted,
             )
+
+
+def pieces(chunk: NormalisedChunk, rows: int) -> Iterator[NormalisedChunk]:
+    """``chunk`` in pieces of at most ``rows`` rows, each with its own issues."""
+    from govbank.ingest.normalise import NormalisedChunk
+
+    if len(chunk) <= rows:
+        yield chunk
+        return
+    for start in range(0, len(chunk), rows):
+        lines = chunk.lines[start : start + rows]
+        first, last = int(lines[0]), int(lines[-1])
+        yield NormalisedChunk(
+            lines,
+            {name: col.slice(start, len(lines)) for name, col in chunk.columns.items()},
+            [i for i in chunk.issues if first <= i.line <= last],
+        )

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from govbank.domain.errors import BankInputError, TransientError
 from govbank.domain.reasons import NO_FEED_MESSAGE, message
 from govbank.ingest.context import Context
-from govbank.ingest.discover import FileName, bounded_name, parse_file_name, parse_ok
+from govbank.ingest.discover import OK_SUFFIX, FileName, bounded_name, parse_file_name, parse_ok
 from govbank.transport import EntryChanged, RemoteFile
 from govbank.util.clock import now
 from govbank.util.private import private_dir, private_file
 from govbank.util.text import log_safe
 from govbank.warehouse.schema import etl_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -188,3 +191,59 @@ def check_envelope(
     if control.sha256 and control.sha256 != reg.sha256:
         raise BankInputError("OK_SHA256_MISMATCH", message("OK_SHA256_MISMATCH"))
     return fname, control.rows
+
+
+def sweep_cleared(ctx: Context, bank_code: str, listing: list[RemoteFile]) -> None:
+    """Data files left behind by a clearing cut short (their ``.ok`` went, they did not):
+    removed when their bytes are those of an answered file of that name. Anything else
+    without a ``.ok`` is an upload under way and is left alone."""
+    names = {f.name for f in listing}
+    alone = [f for f in listing if not f.name.startswith(".") and not f.name.endswith(OK_SUFFIX)
+             and f.name + OK_SUFFIX not in names]
+    if not alone:
+        return
+    with ctx.engine.connect() as conn:
+        answered = {(r.file_name, r.sha256, r.size_bytes) for r in conn.execute(
+            select(etl_file.c.file_name, etl_file.c.sha256, etl_file.c.size_bytes).where(
+                etl_file.c.bank_code == bank_code, etl_file.c.answered_at.is_not(None),
+                etl_file.c.file_name.in_([f.name for f in alone]),
+            )
+        )}
+    for f in alone:
+        if not any(name == f.name and size == f.size for name, _, size in answered):
+            continue
+        tmp = ctx.archive_dir / ".incoming" / f"{uuid.uuid4().hex}.sweep"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ctx.landing.fetch(bank_code, f.name, tmp, f.size)
+            sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        except (OSError, TransientError):
+            continue  # changing or gone: a later run looks again
+        finally:
+            tmp.unlink(missing_ok=True)
+        if (f.name, sha, f.size) in answered:
+            log.info("bank=%s: %s was answered; its clearing was cut short, removed now", bank_code, log_safe(f.name))
+            ctx.landing.remove_inbox(bank_code, [f.name])
+
+
+def count_attempt(ctx: Context, reg: Registered) -> int:
+    """How many loads of the file began before; this one is counted in its own committed
+    transaction (a load killed by the kernel, out of memory, counts too). A file about
+    to be set aside is not counted again."""
+    with ctx.engine.begin() as conn:
+        before = conn.execute(select(etl_file.c.attempts).where(etl_file.c.file_id == reg.file_id)).scalar_one()
+        if before < ctx.max_attempts:
+            conn.execute(update(etl_file).where(etl_file.c.file_id == reg.file_id).values(attempts=before + 1))
+    return int(before)
+
+
+def still_as_listed(ctx: Context, data: RemoteFile, ok: RemoteFile) -> bool:
+    """Whether the file and its ``.ok`` are what the listing showed (size and mtime)."""
+    now_listed = {f.name: (f.size, f.mtime) for f in ctx.landing.list_inbox(data.bank_code)}
+    return all(now_listed.get(f.name) == (f.size, f.mtime) for f in (data, ok))
+
+
+def forget(ctx: Context, reg: Registered) -> None:
+    """Drop the registration of bytes that were a snapshot of a file still being written."""
+    with ctx.engine.begin() as conn:
+        conn.execute(delete(etl_file).where(etl_file.c.file_id == reg.file_id, etl_file.c.status == "processing"))

@@ -16,30 +16,39 @@ What a dataset needs is asked of its ``DatasetSpec``; this module does not branc
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from govbank.domain.datasets import DatasetSpec, spec_of
-from govbank.domain.errors import BankInputError, GovbankError, TransientError
-from govbank.domain.reasons import message
+from govbank.domain.errors import BankInputError, FilesFailed, TransientError
 from govbank.domain.statuses import FINAL
 from govbank.ingest.answer import (
     FileOutcome,
-    answer,
     answer_duplicate,
+    answer_if_stable,
     record_loaded,
     record_rejection,
+    set_aside,
 )
-from govbank.ingest.checks import ROW_RULES, FileChecks
+from govbank.ingest.checks import ROW_RULES, FileChecks, pieces
 from govbank.ingest.context import Context
-from govbank.ingest.discover import OK_SUFFIX, FileName, complete_files, processing_order
-from govbank.ingest.intake import ClaimedElsewhere, Registered, check_envelope, claim, receive
+from govbank.ingest.discover import FileName, complete_files, processing_order
+from govbank.ingest.intake import (
+    ClaimedElsewhere,
+    Registered,
+    check_envelope,
+    claim,
+    count_attempt,
+    forget,
+    receive,
+    still_as_listed,
+    sweep_cleared,
+)
 from govbank.ingest.merge import MERGES, MergeInput, lock_merge, sync_banks
 from govbank.ingest.normalise import (
     NormalisedChunk,
@@ -61,10 +70,8 @@ from govbank.transport import EntryChanged, RemoteFile
 from govbank.util.clock import now
 from govbank.util.concurrency import Prefetch
 from govbank.util.text import log_safe
-from govbank.warehouse.schema import etl_file
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from govbank.ingest.read import CellChunk
 
@@ -74,10 +81,6 @@ log = logging.getLogger(__name__)
 
 # what says the database or the network is down, not this file: the whole task retries
 _OUR_OUTAGE = (TransientError, OperationalError, InterfaceError)
-
-
-class FilesFailed(GovbankError):
-    """Files of a bank failed on our side; its other files were processed (the task fails)."""
 
 
 def process_bank(ctx: Context, bank_code: str) -> list[FileOutcome]:
@@ -119,66 +122,6 @@ def process_bank(ctx: Context, bank_code: str) -> list[FileOutcome]:
     return outcomes
 
 
-def sweep_cleared(ctx: Context, bank_code: str, listing: list[RemoteFile]) -> None:
-    """Data files left behind by a clearing cut short (their ``.ok`` went, they did not):
-    removed when their bytes are those of an answered file of that name. Anything else
-    without a ``.ok`` is an upload under way and is left alone."""
-    names = {f.name for f in listing}
-    alone = [f for f in listing if not f.name.startswith(".") and not f.name.endswith(OK_SUFFIX)
-             and f.name + OK_SUFFIX not in names]
-    if not alone:
-        return
-    with ctx.engine.connect() as conn:
-        answered = {(r.file_name, r.sha256, r.size_bytes) for r in conn.execute(
-            select(etl_file.c.file_name, etl_file.c.sha256, etl_file.c.size_bytes).where(
-                etl_file.c.bank_code == bank_code, etl_file.c.answered_at.is_not(None),
-                etl_file.c.file_name.in_([f.name for f in alone]),
-            )
-        )}
-    for f in alone:
-        if not any(name == f.name and size == f.size for name, _, size in answered):
-            continue
-        tmp = ctx.archive_dir / ".incoming" / f"{uuid.uuid4().hex}.sweep"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            ctx.landing.fetch(bank_code, f.name, tmp, f.size)
-            sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        except (OSError, TransientError):
-            continue  # changing or gone: a later run looks again
-        finally:
-            tmp.unlink(missing_ok=True)
-        if (f.name, sha, f.size) in answered:
-            log.info("bank=%s: %s was answered; its clearing was cut short, removed now", bank_code, log_safe(f.name))
-            ctx.landing.remove_inbox(bank_code, [f.name])
-
-
-def count_attempt(ctx: Context, reg: Registered) -> int:
-    """How many loads of the file began before; this one is counted in its own committed
-    transaction (a load killed by the kernel, out of memory, counts too). A file about
-    to be set aside is not counted again."""
-    with ctx.engine.begin() as conn:
-        before = conn.execute(select(etl_file.c.attempts).where(etl_file.c.file_id == reg.file_id)).scalar_one()
-        if before < ctx.max_attempts:
-            conn.execute(update(etl_file).where(etl_file.c.file_id == reg.file_id).values(attempts=before + 1))
-    return int(before)
-
-
-def still_as_listed(ctx: Context, data: RemoteFile, ok: RemoteFile) -> bool:
-    """Whether the file and its ``.ok`` are what the listing showed (size and mtime)."""
-    now_listed = {f.name: (f.size, f.mtime) for f in ctx.landing.list_inbox(data.bank_code)}
-    return all(now_listed.get(f.name) == (f.size, f.mtime) for f in (data, ok))
-
-
-def _set_aside(ctx: Context, bank_code: str, name: str, reg: Registered, attempts: int) -> None:
-    """A poison file: refused, kept in the archive, operators told."""
-    record_rejection(ctx, name, reg, BankInputError("POISON_FILE", message("POISON_FILE"), f"{attempts} attempts"))
-    ctx.alert(
-        f"【govbank 告警】银行 {bank_code} 的文件 {log_safe(name, 160)} 已处理失败 {attempts} 次（我方原因），"
-        f"已作为问题文件搁置并回执拒收（POISON_FILE）。\n"
-        f"存档：{log_safe(reg.archive_path.name, 200)}（sha256 {reg.sha256}）；请查明原因后重放。"
-    )
-
-
 def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile) -> FileOutcome:
     """One file: registered, loaded or refused, answered; or left to the run that has it."""
     reg = receive(ctx, bank_code, data)
@@ -188,16 +131,16 @@ def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile)
     if reg.status == "duplicate":
         return answer_duplicate(ctx, bank_code, name, reg, ok)
     if reg.status in FINAL:  # loaded earlier, the answer never reached the outbox
-        outcome = _answer_if_stable(ctx, bank_code, data, ok, reg)
+        outcome = answer_if_stable(ctx, bank_code, data, ok, reg)
         outcome.loaded_now = False  # its rows were counted by the run that loaded them
         return outcome
     attempts = count_attempt(ctx, reg)
     if attempts >= ctx.max_attempts:
         try:
-            _set_aside(ctx, bank_code, name, reg, attempts)
+            set_aside(ctx, bank_code, name, reg, attempts)
         except ClaimedElsewhere:
             return FileOutcome(name, bank_code, None, "taken_by_another_run")
-        return _answer_if_stable(ctx, bank_code, data, ok, reg)
+        return answer_if_stable(ctx, bank_code, data, ok, reg)
     ctx.warm_validator()
     try:
         ctx.hook("registered", name, 0)
@@ -205,7 +148,7 @@ def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile)
         _load_file(ctx, fname, reg, expected_rows)
     except BankInputError as err:
         if err.reason_code == "OK_SHA256_MISMATCH" and not still_as_listed(ctx, data, ok):
-            _forget(ctx, reg)  # still being written: its final bytes are another file
+            forget(ctx, reg)  # still being written: its final bytes are another file
             log.warning("bank=%s file=%s changed since it was listed; read again next run", bank_code, log_safe(name))
             return FileOutcome(name, bank_code, None, "changed_left_for_next_run")
         try:
@@ -217,25 +160,7 @@ def process_file(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile)
         return FileOutcome(name, bank_code, None, "taken_by_another_run")
     except OperationalError as exc:  # locked, connection cut: the transaction rolled back
         raise TransientError(f"loading {bank_code}/{log_safe(name)} failed, will retry: {exc}") from exc
-    return _answer_if_stable(ctx, bank_code, data, ok, reg)
-
-
-def _answer_if_stable(ctx: Context, bank_code: str, data: RemoteFile, ok: RemoteFile, reg: Registered) -> FileOutcome:
-    """Answer and clear, unless the file changed since it was listed: then it stays in the
-    inbox and the next run reads it again, once stable (its new bytes are a new file)."""
-    if not still_as_listed(ctx, data, ok):
-        log.warning(
-            "bank=%s file=%s changed since it was listed; not cleared, read again next run",
-            bank_code, log_safe(data.name),
-        )
-        return FileOutcome(data.name, bank_code, None, "changed_left_for_next_run")
-    return answer(ctx, bank_code, data.name, reg.file_id, ok)
-
-
-def _forget(ctx: Context, reg: Registered) -> None:
-    """Drop the registration of bytes that were a snapshot of a file still being written."""
-    with ctx.engine.begin() as conn:
-        conn.execute(delete(etl_file).where(etl_file.c.file_id == reg.file_id, etl_file.c.status == "processing"))
+    return answer_if_stable(ctx, bank_code, data, ok, reg)
 
 
 def _parse(ctx: Context, fname: FileName, path: Path, exact: bool = False) -> ParsedFile:
@@ -352,7 +277,7 @@ def _check_and_stage(
     pending: list[NormalisedChunk] = []
 
     def flush(small: bool = False) -> None:
-        batches = [[p] for c in pending for p in _pieces(c, max(1, checks.keep))] if small else [pending]
+        batches = [[p] for c in pending for p in pieces(c, max(1, checks.keep))] if small else [pending]
         for batch in batches:
             for chunk, good in checks.check_batch(batch):
                 data = staged_columns(spec, chunk, good, fname.bank_code, ctx.pseudonym_key)
@@ -371,18 +296,3 @@ def _check_and_stage(
             flush(small=mostly_bad)
     if pending:
         flush()
-
-
-def _pieces(chunk: NormalisedChunk, rows: int) -> Iterator[NormalisedChunk]:
-    """``chunk`` in pieces of at most ``rows`` rows, each with its own issues."""
-    if len(chunk) <= rows:
-        yield chunk
-        return
-    for start in range(0, len(chunk), rows):
-        lines = chunk.lines[start : start + rows]
-        first, last = int(lines[0]), int(lines[-1])
-        yield NormalisedChunk(
-            lines,
-            {name: col.slice(start, len(lines)) for name, col in chunk.columns.items()},
-            [i for i in chunk.issues if first <= i.line <= last],
-        )
