@@ -209,8 +209,11 @@ def usage_rows(engine: Engine) -> list[tuple[Any, ...]]:
 def reconciliation_rows(engine: Engine) -> list[dict[str, Any]]:
     t = mart_reconciliation
     with engine.connect() as conn:
-        rows = conn.execute(select(t).order_by(t.c.bank_code, t.c.month, t.c.scene)).mappings()
-        return [dict(r) for r in rows]
+        rows = [dict(r) for r in conn.execute(select(t).order_by(t.c.bank_code, t.c.month, t.c.scene)).mappings()]
+    for r in rows:  # the month as a date (first of the month) must say what the text says
+        start = r.pop("month_start")
+        assert str(start)[:10] == f"{r['month']}-01", r
+    return rows
 
 
 PG_ENV = "GOVBANK_TEST_POSTGRES_URL"

@@ -695,7 +695,7 @@ def test_modules_gx_imports_for_suites_we_lack_load_only_when_used(tmp_path: Pat
     code = f"""
 import sys
 import pandas as pd
-sys.path.insert(0, {str(ROOT / "tests")!r})
+sys.path.insert(0, {str(ROOT / "tests" / "unit")!r})
 from test_validate import elic_frame, elic_row, FILE_DATE
 from govbank.validate import Validator
 v = Validator({str(EXPECTATIONS)!r}, {str(tmp_path)!r})
