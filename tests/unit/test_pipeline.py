@@ -160,7 +160,7 @@ def test_bank_without_contract_is_rejected_and_kept(env) -> None:  # type: ignor
 def test_each_validation_batch_logs_its_progress(env, caplog) -> None:  # type: ignore[no-untyped-def]
     """An operator watching a large file sees rows done, rows/s and refusals so far."""
     ctx, landing = env
-    ctx.chunk_rows, ctx.gx_rows = 10, 20  # 43 rows: three batches
+    ctx.chunk_rows, ctx.gx_rows = 10, 20  # 43 rows: batches of 10 (the first is one chunk), 20, 13
     ctx.fast_reader = False  # the exact reader cuts chunks of exactly chunk_rows
     inbox = landing / "WZB" / "inbox"
     drop_file(inbox, "OUTLET_WZB_20230601.txt", OUTLET.encode("gb18030"))
@@ -169,7 +169,7 @@ def test_each_validation_batch_logs_its_progress(env, caplog) -> None:  # type: 
     with caplog.at_level(logging.INFO, logger="govbank.ingest.checks"):
         process_bank(ctx, "WZB")
     lines = [r.getMessage() for r in caplog.records if "ELIC_WZB_20230601.txt checked" in r.getMessage()]
-    assert [ln.split(" checked ")[1].split(" rows")[0] for ln in lines] == ["20", "40", "43"]
+    assert [ln.split(" checked ")[1].split(" rows")[0] for ln in lines] == ["10", "30", "43"]
     assert lines[-1].endswith("3 refused so far") and "rows/s" in lines[-1]
 
 

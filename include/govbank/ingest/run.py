@@ -64,7 +64,7 @@ from govbank.ingest.read import (
     read_delimited,
     read_delimited_fast,
 )
-from govbank.ingest.stage import Staging, keys_of, staged_columns
+from govbank.ingest.stage import Staging, keys_of, staged_later
 from govbank.ingest.xlsx import read_xlsx
 from govbank.transport import EntryChanged, RemoteFile
 from govbank.util.clock import now
@@ -275,16 +275,20 @@ def _check_and_stage(
     result of a batch holds every failing row, and a file of bad rows is not worth the speed.
     """
     pending: list[NormalisedChunk] = []
+    # the first batches are smaller, so GX starts after the first chunk instead of waiting
+    # for a whole batch to be read, then grow to ``gx_rows``
+    batch_rows = [min(ctx.chunk_rows, ctx.gx_rows)]
 
     def flush(small: bool = False) -> None:
         batches = [[p] for c in pending for p in pieces(c, max(1, checks.keep))] if small else [pending]
         for batch in batches:
             for chunk, good in checks.check_batch(batch):
-                data = staged_columns(spec, chunk, good, fname.bank_code, ctx.pseudonym_key)
-                staging.submit(keys_of(chunk, spec.key_field), data)
-                checks.rows_loaded += len(data)
+                staging.submit(keys_of(chunk, spec.key_field), staged_later(
+                    spec, chunk, good, fname.bank_code, ctx.pseudonym_key))
+                checks.rows_loaded += int(good.sum())
         staging.end_batch()
         pending.clear()
+        batch_rows[0] = min(2 * batch_rows[0], ctx.gx_rows)
 
     for chunk in reader:
         if not len(chunk):
@@ -292,7 +296,7 @@ def _check_and_stage(
         checks.rows_total += len(chunk)
         pending.append(chunk)
         mostly_bad = bool(checks.omitted) or sum(len(c.issues) for c in pending) >= checks.keep
-        if mostly_bad or sum(map(len, pending)) >= ctx.gx_rows:
+        if mostly_bad or sum(map(len, pending)) >= batch_rows[0]:
             flush(small=mostly_bad)
     if pending:
         flush()

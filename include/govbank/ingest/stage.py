@@ -67,6 +67,14 @@ def staged_columns(
     return pa.table(out)
 
 
+def staged_later(
+    spec: DatasetSpec, chunk: NormalisedChunk, good: np.ndarray, bank_code: str, pseudonym_key: bytes
+) -> Callable[[], pa.Table]:
+    """:func:`staged_columns` to be built by the writing thread, off the thread that runs GX
+    (the HMACs of the pseudonyms are a good share of a chunk's Python time)."""
+    return lambda: staged_columns(spec, chunk, good, bank_code, pseudonym_key)
+
+
 def keys_of(chunk: NormalisedChunk, key_field: str) -> pa.Table:
     """Each row's key and line, for the file-wide duplicate check."""
     import pyarrow as pa
@@ -319,15 +327,17 @@ class Staging:
         self.keys = create_key_table(conn, tag)
         self.early = early_factory(conn, self.table, tag, constants) if early_factory else None
 
-    def submit(self, keys: pa.Table, data: pa.Table) -> None:
-        """Stage a chunk's keys and good rows (behind, on PostgreSQL)."""
+    def submit(self, keys: pa.Table, data: Callable[[], pa.Table]) -> None:
+        """Stage a chunk's keys and good rows (behind, on PostgreSQL); ``data`` builds the rows
+        in the writing thread, off the thread that runs GX."""
         target = self.early.batch if self.early is not None else self.table
         self.writer.submit(self._write, keys, target, data)
 
-    def _write(self, keys: pa.Table, target: Table, data: pa.Table) -> None:
+    def _write(self, keys: pa.Table, target: Table, data: Callable[[], pa.Table]) -> None:
+        rows = data()
         stage(self.conn, self.keys, keys)
-        stage(self.conn, target, data)
-        self.hook("staged", self.file_name, len(data))
+        stage(self.conn, target, rows)
+        self.hook("staged", self.file_name, len(rows))
 
     def end_batch(self) -> None:
         """A GX batch is staged: its rows go into the target early, if this load does that."""
