@@ -319,6 +319,28 @@ def _vm_hwm_mb() -> float:
     return _status_mb("VmHWM")
 
 
+def _server_cpu_s(conn: Any) -> float | None:
+    """CPU seconds of this database's server backends so far (PostgreSQL on this machine).
+
+    The client's CPU leaves out what COPY, the early inserts and the merge cost the
+    server, which runs on the other core; read from /proc, so only for a local server.
+    """
+    from sqlalchemy import text
+
+    pids = conn.execute(
+        text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    ).scalars().all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None  # not on this machine
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def child_setup(spec: dict[str, Any]) -> dict[str, Any]:
     """Migrate the bench warehouse and load the OUTLET snapshot (not timed)."""
     from govbank.config.settings import Settings
@@ -543,6 +565,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         profiler.disable()
         _write_profile(profiler, Path(spec["profile"]))
     with ctx.engine.connect() as conn:
+        server_cpu = _server_cpu_s(conn)
         fact_rows = conn.execute(select(func.count()).select_from(fact_elicense_biz)).scalar_one()
     ctx.engine.dispose()
     walls = {k: v for k, v in timings.items() if not k.endswith(".cpu")}
@@ -551,6 +574,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_samples": [(round(t, 2), round(mb)) for t, mb in rss_samples],
         "wall_s": wall,
         "work_cpu_s": cpu,
+        "server_cpu_s": server_cpu,
         "import_s": import_s,
         "phases": {
             k.strip("_"): {"wall_s": round(v, 3), "cpu_s": round(timings.get(f"{k}.cpu", 0.0), 3)}
@@ -860,6 +884,10 @@ def report(res: dict[str, Any]) -> None:
         print(f"{step:<11}{s['wall_s']:>9.2f}{_rate(rows, s['wall_s'])}{s['peak_rss_mb']:>13.0f}"
               f"{s['cpu_s']:>8.1f}{s['load_avg_1m_after']:>6.1f}  {notes[step]}{ok}")
     print("(cpu s: the client process only; the server's share of COPY and to_sql is not in it)")
+    for step in ("ours", "resend", "repeats"):
+        server = res["steps"].get(step, {}).get("server_cpu_s")
+        if server is not None:
+            print(f"{step}: the server's backends used {server:.1f} s of CPU beside the client's")
     for step in ("ours", "resend", "repeats"):
         ph = res["steps"].get(step, {}).get("phases")
         if ph:
