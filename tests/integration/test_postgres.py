@@ -120,10 +120,10 @@ def test_early_inserts_change_nothing_on_postgres(  # type: ignore[no-untyped-de
     fresh_pg(pg_url).dispose()
     first, second = check_early_inserts(tmp_path, pg_url, validator)
     assert (first.rows, first.refused, first.staged) == (10, 0, 0)
-    # batches 1-2 go in by plain INSERTs (19 rows: N3 is invalid; D1 among them); the
-    # index refuses batch 3 (B5, B7 known), so from there known keys are set aside
-    # first: B5 and B7, then D1 again in batch 4, are left to the merge; every other
-    # row goes in early
+    # batches 1-2 (lines 2-6, 7-16: the first is one chunk) go in by plain INSERTs (14
+    # rows: N3 is invalid; D1 among them); the index refuses batch 3 (B5, B7 known), so
+    # from there known keys are set aside first: B5 and B7, then D1 again in batch 5, are
+    # left to the merge; every other row goes in early
     counts = (second.savepoints, second.refused, second.staged, second.rows)
     assert counts == (3, 1, 3, 96) and not second.complete, counts
 
@@ -137,9 +137,10 @@ def test_repeats_with_refused_rows_on_postgres(  # type: ignore[no-untyped-def]
 
     fresh_pg(pg_url).dispose()
     (early,) = check_repeats_with_refused_rows(tmp_path, pg_url, validator)
-    # 120 rows: 3 bad IDs, and line 12 refused by GX (N10 repeats within its batch);
-    # N4 of line 27 went in early and was taken back
-    assert early.complete and early.rows == 116
+    # 120 rows: 3 bad IDs (lines 6, 20, 21); the first GX batch is one chunk (lines 2-6),
+    # so N10 of line 12 is in another batch than its bad repeats: it went in early and
+    # was taken back, as was N4 of line 27 (its bad twin is line 6)
+    assert early.complete and early.rows == 117
 
 
 def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
@@ -154,7 +155,7 @@ def test_known_and_repeated_keys_on_postgres(  # type: ignore[no-untyped-def]
     first, second, third = check_known_and_repeated_keys(tmp_path, pg_url, validator)
     # D7 of batch 1 went in early (then taken back); its return in batch 2 was staged
     assert (second.refused, second.staged, second.rows) == (1, 1, 49) and not second.complete
-    # B3 is known: both occurrences staged (batches 1 and 3), the other 48 rows early
+    # B3 is known: both occurrences staged (batches 1 and 4), the other 48 rows early
     assert (third.refused, third.staged, third.rows) == (1, 2, 48) and not third.complete
 
 
@@ -182,12 +183,13 @@ def test_key_repeated_within_a_batch_without_gx_unique_rule_on_postgres(  # type
     drop_file(inbox, "ELIC_WZB_20230601.txt", _early_file([(f"B{i}", f"一号{i}") for i in range(10)]))
     assert [o.status for o in process_bank(ctx, "WZB")] == ["accepted", "accepted"]
     rows = [(f"N{i}", f"二号{i}") for i in range(60)]  # 2 refused: under the 5 % threshold
+    # batches (the first is one chunk): lines 2-6, 7-16, 17-26, ...
     rows[12] = ("B2", "一号2改")  # line 14, batch 2: known, the batch is refused
-    rows[23] = rows[27] = ("R1", "二号R1")  # lines 25 and 29, both in batch 3
+    rows[17] = rows[21] = ("R1", "二号R1")  # lines 19 and 23, both in batch 3
     drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(rows))
     outcomes = process_bank(ctx, "WZB")
     assert [(o.status, o.rows_total, o.rows_loaded) for o in outcomes] == [("partially_accepted", 60, 58)]
-    assert _receipt_errors(tmp_path / "site", "ELIC_WZB_20230602.txt") == [(25, "DUPLICATE_KEY"), (29, "DUPLICATE_KEY")]
+    assert _receipt_errors(tmp_path / "site", "ELIC_WZB_20230602.txt") == [(19, "DUPLICATE_KEY"), (23, "DUPLICATE_KEY")]
     facts = _facts(ctx)
     assert "R1" not in facts and facts["B2"] == ("一号2改", "ELIC_WZB_20230602.txt", 14)
     second = used[-1]

@@ -359,7 +359,7 @@ def check_early_inserts(root: Path, url: str, validator) -> list:  # type: ignor
     second[11] = ("D1", "二号D1")  # line 13, batch 2 (all new keys: inserted early)
     second[23] = ("B5", "一号5改")  # line 25, batch 3: an update
     second[24] = ("B7", "一号7")  # line 26, batch 3: unchanged, keeps its provenance
-    second[38] = ("D1", "二号D1再")  # line 40, batch 4: D1 again, both refused
+    second[38] = ("D1", "二号D1再")  # line 40, batch 5: D1 again, both refused
     drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(second, bad={3}))
     outcomes = process_bank(ctx, "WZB")
     assert [(o.status, o.rows_total, o.rows_loaded) for o in outcomes] == [("partially_accepted", 100, 97)]
@@ -405,7 +405,7 @@ def check_known_and_repeated_keys(root: Path, url: str, validator) -> list:  # t
     second = [(f"M{i}", f"二号{i}") for i in range(50)]
     second[1] = second[13] = ("D7", "二号D7")  # lines 3 and 15: batches 1 and 2
     third = [(f"P{i}", f"三号{i}") for i in range(50)]
-    third[2] = third[25] = ("B3", "一号3改")  # lines 4 and 27: B3 is in the table
+    third[2] = third[25] = ("B3", "一号3改")  # lines 4 and 27 (batches 1 and 4): B3 is in the table
     drop_file(inbox, "ELIC_WZB_20230602.txt", _early_file(second))
     drop_file(inbox, "ELIC_WZB_20230603.txt", _early_file(third))
     outcomes = process_bank(ctx, "WZB")
