@@ -32,7 +32,7 @@ ENV AIRFLOW__CORE__LOAD_EXAMPLES=False \
 
 # Created here so that a named volume mounted on it starts owned by the airflow user.
 RUN mkdir -p /opt/airflow/govbank /opt/airflow/auth \
-    && cd /tmp && python -c "import airflow.providers.sftp, airflow.providers.celery, govbank.config.contracts; from govbank.domain.reference import towns; assert towns()"
+    && cd /tmp && python -c "import airflow.providers.sftp, airflow.providers.celery, govbank.config.contracts, govbank.orchestration.workers; from govbank.domain.reference import towns; assert towns()"
 
 
 # The reference e-licence usage API for the compose stack: the govbank image plus the

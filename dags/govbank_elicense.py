@@ -63,7 +63,7 @@ def govbank_elicense():
         from govbank.elicense import pull_usages as pull
         from govbank.marts.asof import as_of_extra
         from govbank.orchestration.airflow_support import settings
-        from govbank.validate import Validator
+        from govbank.orchestration.warm import validator
         from govbank.warehouse.db import make_engine
 
         s = settings()
@@ -77,7 +77,7 @@ def govbank_elicense():
                     client,
                     s.runs_dir,
                     safe_run,
-                    Validator(s.expectations_dir, s.data_docs_dir),
+                    validator(s.expectations_dir, s.data_docs_dir),  # a warm worker's if it has one
                 )
         except (ConfigError, MalformedPageError) as exc:  # retrying cannot fix these
             raise AirflowFailException(str(exc)) from exc

@@ -31,6 +31,10 @@ export AIRFLOW__API__PORT="$PORT"
 export AIRFLOW__API__BASE_URL="http://$HOST:$PORT"
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}"
 export AIRFLOW__CORE__LAZY_LOAD_PLUGINS=False
+# the LocalExecutor whose workers are forked from a warm scheduler: tasks find Great
+# Expectations imported and the validator built (docs/scale-out.md, "Warm workers");
+# GOVBANK_WARM_UP=off starts them cold
+export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-govbank.orchestration.workers.WarmLocalExecutor}"
 if [ "${GOVBANK_SCHEDULES:-on}" = "off" ]; then
   export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False
 fi

@@ -27,6 +27,7 @@
 #   GOVBANK_REDIS_HOST / _PORT  Redis server [127.0.0.1/6379]
 #   GOVBANK_PSEUDONYM_KEY       as in scripts/env.sh [generated once per checkout]
 #   GOVBANK_CELERY_PYCACHE      bytecode cache of every process (PYTHONPYCACHEPREFIX) [.local/pycache]
+#   GOVBANK_WARM_UP             "off": workers start cold, every task imports GX itself [on]
 # `start` writes $GOVBANK_CELERY_DIR/stack.env: source it to use the airflow CLI on the
 # stack; it also gives the API's URL (GOVBANK_CELERY_API_URL) and the file with the
 # admin password (GOVBANK_CELERY_PASSWORDS).
@@ -75,8 +76,12 @@ export GOVBANK_CELERY_API_URL='http://127.0.0.1:$api_port'
 export GOVBANK_CELERY_PASSWORDS='$STATE/airflow/simple_auth_manager_passwords.json.generated'
 export AIRFLOW_HOME='$STATE/airflow'
 export GOVBANK_LOCAL_DIR='$STATE/local'
+export GOVBANK_WARM_UP='${GOVBANK_WARM_UP:-on}'
 export GOVBANK_WAREHOUSE_URL='postgresql+psycopg://$pg/$warehouse_db'
 export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+# warm workers: each worker imports Great Expectations and builds the validator once,
+# before it forks its pool and tasks (docs/scale-out.md, "Warm workers")
+export AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=govbank.orchestration.workers.CELERY_CONFIG
 export AIRFLOW__CORE__PARALLELISM=$((2 * CONCURRENCY))
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN='postgresql+psycopg://$pg/$airflow_db'
 export AIRFLOW__CELERY__BROKER_URL='redis://$REDIS_HOST:$REDIS_PORT/$REDIS_DB'

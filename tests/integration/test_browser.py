@@ -196,6 +196,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         GOVBANK_SCHEDULES="off",
         AIRFLOW_PORT=str(port),
         AIRFLOW_START_TIMEOUT="420",
+        # the task logs at INFO: the ingest tasks' "great_expectations preloaded" line
+        AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
         # the admin runs the DAGs; district staff are viewers; "nobody" has no role
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,district:viewer,nobody:",
     )
@@ -416,6 +418,19 @@ def test_airflow_ui_data_docs_and_dashboard_in_chromium(airflow: Airflow, browse
     # and the plugin's pages, framed by Airflow, passed their Content-Security-Policy
     assert not [m for m in console if "Content Security Policy" in m], console
     context.close()
+
+
+@pytest.mark.integration
+def test_ingest_tasks_found_great_expectations_preloaded(airflow: Airflow) -> None:
+    """The LocalExecutor's workers were forked from a warm scheduler
+    (govbank.orchestration.workers.WarmLocalExecutor): every ingest task of the run
+    above reused the validator instead of importing GX."""
+    assert "govbank warm-up: great_expectations" in (airflow.home / "standalone.log").read_text(errors="replace")
+    run_dir = airflow.home / "logs" / "dag_id=govbank_ingest" / "run_id=browser_test_ingest"
+    logs = sorted(run_dir.glob("task_id=bank.ingest_bank/map_index=*/attempt=*.log"))
+    assert len(logs) >= len(build_demo().banks), logs
+    for path in logs:
+        assert "great_expectations preloaded: yes (validator reused)" in path.read_text(errors="replace"), path
 
 
 @pytest.mark.integration

@@ -199,6 +199,20 @@ def test_per_bank_tasks_ran_on_both_workers(stack: dict[str, Any]) -> None:
     assert {t["hostname"] for t in stack["ingest_tis"]} <= WORKERS, _summary(stack["ingest_tis"])
 
 
+def test_ingest_tasks_found_great_expectations_preloaded(stack: dict[str, Any]) -> None:
+    """Each worker warmed up before forking (govbank.orchestration.workers.CELERY_CONFIG):
+    every ingest task reused its worker's validator instead of importing GX."""
+    for n in (1, 2):
+        log = (ARTIFACTS / f"worker-w{n}.log").read_text(errors="replace")
+        assert "govbank warm-up: great_expectations" in log, f"worker w{n} did not warm up"
+    run_dir = ARTIFACTS / "tasks" / "dag_id=govbank_ingest" / f"run_id={stack['ingest_run']}"
+    logs = sorted(run_dir.glob("task_id=bank.ingest_bank/map_index=*/attempt=*.log"))
+    assert len(logs) >= len(build_demo().banks), logs
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert "great_expectations preloaded: yes (validator reused)" in text, path
+
+
 def test_asset_event_started_the_marts(stack: dict[str, Any]) -> None:
     api: Api = stack["api"]
     runs = stack.get("marts_runs", [])

@@ -9,6 +9,7 @@ from govbank.config.contracts import BankContract, ContractProblem, load_contrac
 from govbank.config.settings import Settings
 from govbank.ingest.context import Context
 from govbank.marts.build import rebuild_all
+from govbank.orchestration import warm
 from govbank.orchestration.notify import operator_alert
 from govbank.transport import Landing, open_landing
 from govbank.util.clock import today
@@ -30,9 +31,8 @@ def build_context(
     settings: Settings, pseudonym_key: bytes, landing: Landing | None = None
 ) -> Context:
     def validator():  # type: ignore[no-untyped-def]
-        from govbank.validate import Validator  # great_expectations: seconds to import
-
-        return Validator(settings.expectations_dir, settings.data_docs_dir)
+        # a warm worker's, else built here (great_expectations: seconds to import)
+        return warm.validator(settings.expectations_dir, settings.data_docs_dir)
 
     return Context(
         engine=make_engine(settings.warehouse_url),

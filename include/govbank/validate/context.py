@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import re
 from pathlib import Path
@@ -55,6 +56,7 @@ class Validator:
         self._context = gx.get_context(mode="ephemeral", project_config=self._config())
         source = self._context.data_sources.add_pandas(SITE_NAME)
         self._read = read_suites(self.expectations_dir)
+        self._read_as = _suites_text(self._read)  # before GX adds to the suites' meta
         self._suites: dict[str, Any] = {}
         self._batch_definitions: dict[str, Any] = {}
         for dataset, suite in self._read.items():
@@ -63,6 +65,20 @@ class Validator:
             self._batch_definitions[dataset] = asset.add_batch_definition_whole_dataframe("frame")
         if self.data_docs_dir is not None:
             self._build_suite_pages(pages_digest(gx.__version__, self._read))
+
+    def matches_disk(self) -> bool:
+        """Whether the suite files still say what this Validator was built from and its
+        suite pages are still there: one built long before its use (a warm worker's) is
+        reused only then. Reads the JSON files, no GX."""
+        try:
+            if _suites_text(read_suites(self.expectations_dir)) != self._read_as:
+                return False
+        except ConfigError:
+            return False
+        if self.data_docs_dir is None:
+            return True
+        pages = [self.data_docs_dir / "expectations" / f"{s.name}.html" for s in self._suites.values()]
+        return (self.data_docs_dir / SUITE_PAGES_MARKER).is_file() and all(p.is_file() for p in pages)
 
     def file_run(self, dataset: str, run_name: str) -> FileValidation:
         """Validate one file batch by batch, then :meth:`FileValidation.publish` it once.
@@ -231,6 +247,10 @@ class Validator:
         if not url:
             raise ConfigError(f"Data Docs page for {run_name} was not written")
         return Path(unquote(urlparse(url).path)).relative_to(self.data_docs_dir).as_posix()
+
+
+def _suites_text(suites: dict[str, Any]) -> str:
+    return json.dumps({k: s.data for k, s in suites.items()}, sort_keys=True, default=str)
 
 
 def _gx_param(value: Any) -> Any:
