@@ -1060,7 +1060,7 @@ def report(res: dict[str, Any]) -> None:
             continue
         ok = "" if s.get("correct", True) else "  WRONG OUTCOME"
         if step == "dlt" and s.get("path") == "rows":
-            ok = " (--dlt-path rows: dicts through dlt's normaliser)" + ok
+            notes["dlt"] = "dlt: pages of dicts through its normaliser, csv loader (COPY), merge on biz_id"
         print(f"{step:<14}{s['wall_s']:>9.2f}{_rate(rows, s['wall_s'])}{s['peak_rss_mb']:>13.0f}"
               f"{s['cpu_s']:>8.1f}{s['load_avg_1m_after']:>6.1f}  {notes[step]}{ok}")
     print("(cpu s: the client process only; the server's share of COPY and to_sql is not in it)")
