@@ -58,7 +58,9 @@ ELIC_COLUMNS = (
     "biz_id", "outlet_code", "biz_type", "uscc", "enterprise_name", "legal_rep_name",
     "legal_rep_id", "biz_date", "credit_amount", "drawn_amount", "loan_product", "status",
 )
-STEPS = ("floor", "peer", "ours", "duplicate", "resend", "repeats", "ours_warm", "dags")
+STEPS = (
+    "floor", "floor_indexed", "peer", "dlt", "ours", "duplicate", "resend", "repeats", "ours_warm", "dags",
+)
 THRESHOLDS = {
     "ours_over_floor_max": 6.0,
     "ours_warm_over_floor_goal": 4.0,  # a warm worker's task (goal); the bar is ours_over_floor_max
@@ -402,6 +404,156 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# the dlt peer: its own dataset (PostgreSQL schema) in the bench database
+DLT_DATASET = "dlt_elicense"
+DLT_TABLE = "elicense_biz"
+# types as in fact_elicense_biz (varchar lengths, date, numeric(18,2), NOT NULL); the
+# columns the fact table lacks (the legal rep's name and ID, pseudonymised in ours) as text.
+# dlt's PostgreSQL tables get no constraint from primary_key (it only drives the merge);
+# "unique" is its hint for an index, so the key is indexed as in the fact table
+DLT_COLUMNS: dict[str, dict[str, Any]] = {
+    "biz_id": {"data_type": "text", "precision": 64, "nullable": False, "unique": True},
+    "outlet_code": {"data_type": "text", "precision": 32, "nullable": False},
+    "biz_type": {"data_type": "text", "precision": 8, "nullable": False},
+    "uscc": {"data_type": "text", "precision": 18, "nullable": False},
+    "enterprise_name": {"data_type": "text", "nullable": False},
+    "legal_rep_name": {"data_type": "text"},
+    "legal_rep_id": {"data_type": "text"},
+    "biz_date": {"data_type": "date", "nullable": False},
+    "credit_amount": {"data_type": "decimal", "precision": 18, "scale": 2},
+    "drawn_amount": {"data_type": "decimal", "precision": 18, "scale": 2},
+    "loan_product": {"data_type": "text"},
+    "status": {"data_type": "text", "precision": 4, "nullable": False},
+}
+# a new column in the file fails the load; a batch whose column types differ from the
+# declared ones loses those rows (on Arrow items dlt applies contracts per column type)
+DLT_CONTRACT = {"tables": "evolve", "columns": "freeze", "data_type": "discard_row"}
+
+
+def _count_airflow_variable_lookups() -> dict[str, float]:
+    """Wrap Airflow's ``Variable.get`` (dlt's Airflow config provider calls it) with a counter."""
+    counts = {"calls": 0, "wall_s": 0.0}
+    if "airflow.models" not in sys.modules:
+        return counts
+    variable = sys.modules["airflow.models"].Variable  # the class dlt's provider calls
+    get = variable.get.__func__
+
+    def timed_get(cls: Any, *a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return get(cls, *a, **kw)
+        finally:
+            counts["calls"] += 1
+            counts["wall_s"] += time.perf_counter() - t
+
+    variable.get = classmethod(timed_get)
+    return counts
+
+
+def child_dlt(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a data engineer would pick instead of our code: a dlt pipeline on its fast path.
+
+    pyarrow reads the file (GB18030, ``|``, typed columns) and the resource yields Arrow
+    record batches; ``loader_file_format="csv"`` has dlt write them as CSV with pyarrow and
+    ``COPY`` them in (dlt's documented fast path for PostgreSQL), then merge on ``biz_id``.
+    """
+    t_imp = time.perf_counter()
+    import dlt
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from govbank.domain.datasets import Dataset, default_headers
+
+    import_s = time.perf_counter() - t_imp
+    # dlt's config providers, set up on first use: with Airflow installed that imports
+    # Airflow and probes its Variables (seconds); an Airflow task has paid for it already
+    t_cfg = time.perf_counter()
+    dlt.secrets.get("bench_dlt.unused")
+    providers_s = time.perf_counter() - t_cfg
+    # dlt then asks Airflow's Variables for every config field it resolves: counted apart
+    variables = _count_airflow_variable_lookups()
+    # the load files are written and read on this machine: gzip (dlt's default for csv)
+    # would cost more than the whole COPY (dlt's performance guide: disable_compression)
+    dlt.config["normalize.data_writer.disable_compression"] = True
+    headers = default_headers(Dataset.ELIC)
+    arrow_types = {
+        "biz_date": pa.timestamp("s"),  # two spellings; pyarrow parses those into timestamps only
+        "credit_amount": pa.decimal128(18, 2),
+        "drawn_amount": pa.decimal128(18, 2),
+    }
+
+    def elicense_rows(path: str) -> Any:
+        """``--dlt-path rows``: dicts, typed and checked value by value by dlt's normaliser
+        (a misfit value goes to a variant column, which the contract's discard_row drops)."""
+        import csv
+
+        with open(path, encoding="gb18030", newline="") as fh:
+            rows = csv.reader(fh, delimiter="|")
+            names = [{headers[c]: c for c in ELIC_COLUMNS}[n] for n in next(rows)]
+            page: list[dict[str, str | None]] = []
+            for row in rows:
+                page.append({k: v or None for k, v in zip(names, row, strict=True)})
+                if len(page) == 10_000:  # pages, not single rows (dlt's performance advice)
+                    yield page
+                    page = []
+            if page:
+                yield page
+
+    @dlt.resource(
+        name=DLT_TABLE,
+        write_disposition="merge",
+        primary_key="biz_id",
+        columns=DLT_COLUMNS,
+        schema_contract=DLT_CONTRACT,  # type: ignore[arg-type]
+    )
+    def elicense_biz(path: str) -> Any:
+        if spec.get("path") == "rows":
+            yield from elicense_rows(path)
+            return
+        column_of = {headers[c]: c for c in ELIC_COLUMNS}
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(encoding="gb18030", block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter="|"),
+            convert_options=pacsv.ConvertOptions(
+                column_types={headers[c]: t for c, t in arrow_types.items()},
+                timestamp_parsers=["%Y-%m-%d", "%Y%m%d"],
+                strings_can_be_null=True,
+            ),
+        )
+        for batch in reader:
+            names = [column_of[n] for n in batch.schema.names]
+            arrays = [
+                col.cast(pa.date32()) if name == "biz_date" else col
+                for name, col in zip(names, batch.columns, strict=True)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    pipeline = dlt.pipeline(
+        pipeline_name="bench_dlt",
+        pipelines_dir=spec["pipelines_dir"],
+        destination=dlt.destinations.postgres(credentials=spec["credentials"]),
+        dataset_name=DLT_DATASET,
+    )
+    info = pipeline.run(elicense_biz(spec["file"]), loader_file_format="csv")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    info.raise_on_failed_jobs()
+    with pipeline.sql_client() as client:
+        table = client.make_qualified_table_name(DLT_TABLE)
+        rows = client.execute_sql(f"SELECT count(*) FROM {table}")[0][0]
+    trace = pipeline.last_trace
+    phases = {
+        step.step: {"wall_s": round((step.finished_at - step.started_at).total_seconds(), 3)}
+        for step in trace.steps
+        if step.finished_at and step.started_at
+    }
+    return {"wall_s": wall, "work_cpu_s": cpu, "import_s": import_s,
+            "config_providers_s": providers_s, "airflow_variable_lookups": variables,
+            "phases": phases, "rows_loaded": int(rows),
+            "path": spec.get("path", "arrow")}
+
+
 # pipeline stages timed by wrapping the names the ingest modules call them by: the
 # wrappers only read the clock (a few calls per chunk), the code that runs is unchanged.
 # phase -> (module whose global name is wrapped, that name or Class.method, label)
@@ -647,6 +799,7 @@ def child_generate(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 CHILDREN = {"generate": child_generate, "setup": child_setup, "peer": child_peer, "ours": child_ours, "dag": child_dag}
+CHILDREN["dlt"] = child_dlt
 
 
 CHILDREN["ours_warm"] = child_ours_warm
@@ -660,6 +813,17 @@ def child_main(step: str, spec_path: Path, out_path: Path) -> None:
     result = CHILDREN[step](spec)
     result["vm_hwm_mb"] = _vm_hwm_mb()
     out_path.write_text(json.dumps(result, default=str), encoding="utf-8")
+
+
+# the second floor's columns: fact_elicense_biz's types for the file's columns (the legal
+# rep's name and ID, which the fact table keeps only as a pseudonym, as text)
+FLOOR_INDEXED_TYPES = {
+    "biz_id": "varchar(64) NOT NULL", "outlet_code": "varchar(32) NOT NULL",
+    "biz_type": "varchar(8) NOT NULL", "uscc": "varchar(18) NOT NULL",
+    "enterprise_name": "text NOT NULL", "legal_rep_name": "text", "legal_rep_id": "text",
+    "biz_date": "date NOT NULL", "credit_amount": "numeric(18,2)", "drawn_amount": "numeric(18,2)",
+    "loan_product": "text", "status": "varchar(4) NOT NULL",
+}
 
 
 # --------------------------------------------------------------------------- parent
@@ -782,6 +946,44 @@ class Bench:
             raise SystemExit(f"floor loaded {loaded} rows, expected {self.rows}")
         return {"wall_s": usage["process_s"], **usage, "rows_loaded": loaded}
 
+    def floor_indexed(self) -> dict[str, Any]:
+        """The second floor: the same COPY into a logged table typed and keyed like
+        fact_elicense_biz, so what the database must do anyway is visible."""
+        cols = ", ".join(f"{c} {t}" for c, t in FLOOR_INDEXED_TYPES.items())
+        self.psql("DROP TABLE IF EXISTS public.bench_floor_indexed; "
+                  f"CREATE TABLE public.bench_floor_indexed (bank_code varchar(16) NOT NULL DEFAULT '{BANK}', "
+                  f"{cols}, CONSTRAINT pk_bench_floor_indexed PRIMARY KEY (bank_code, biz_id))")
+        path = self.gen_dir / ELIC_FILE
+        copy = (f"\\copy public.bench_floor_indexed ({', '.join(ELIC_COLUMNS)}) FROM '{path}' WITH "
+                "(FORMAT csv, DELIMITER '|', HEADER true, ENCODING 'GB18030')")
+        usage = self.run(["psql", *self.pg, "-d", self.args.db, "-v", "ON_ERROR_STOP=1", "-qc", copy])
+        loaded = int(self.psql("SELECT count(*) FROM public.bench_floor_indexed"))
+        self.psql("DROP TABLE public.bench_floor_indexed")
+        if loaded != self.rows:
+            raise SystemExit(f"floor_indexed loaded {loaded} rows, expected {self.rows}")
+        return {"wall_s": usage["process_s"], **usage, "rows_loaded": loaded}
+
+    def dlt(self) -> dict[str, Any]:
+        """The dlt peer, a first load each time: its pipelines dir wiped, its dataset dropped."""
+        pipelines = DATA / "dlt" / "pipelines"
+        shutil.rmtree(pipelines.parent, ignore_errors=True)
+        for schema in (DLT_DATASET, f"{DLT_DATASET}_staging"):
+            self.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        env = {**self.env, "DLT_DATA_DIR": str(DATA / "dlt"), "RUNTIME__DLTHUB_TELEMETRY": "false",
+               "AIRFLOW_HOME": str(DATA / "dlt" / "airflow_home")}  # where dlt's Airflow probe looks
+        # dlt insists on a password; trust authentication ignores it
+        auth = f"{self.args.pg_user}:{os.environ.get('PGPASSWORD', 'unused')}@{self.args.pg_host}:{self.args.pg_port}"
+        result = self.child("dlt", {
+            "file": str(self.gen_dir / ELIC_FILE),
+            "pipelines_dir": str(pipelines),
+            "path": self.args.dlt_path,
+            "credentials": f"postgresql://{auth}/{self.args.db}",
+        }, env)
+        result["correct"] = result["rows_loaded"] == self.rows  # dlt checks nothing: every row
+        if not result["correct"]:
+            print(f"WARNING dlt: {result['rows_loaded']} rows loaded (want {self.rows})", file=sys.stderr)
+        return result
+
     def peer(self) -> dict[str, Any]:
         result = self.child("peer", {
             "file": str(self.gen_dir / ELIC_FILE),
@@ -896,23 +1098,34 @@ def report(res: dict[str, Any]) -> None:
     rows = res["rows"]
     print(f"\nrows={rows:,}  file={res['file_mb']:.0f} MB GB18030  commit={res['machine']['git_commit'][:10]}"
           f"{' (dirty)' if res['machine']['git_dirty'] else ''}  load avg at start={res['machine']['load_avg_at_start']}")
-    print(f"{'step':<11}{'wall s':>9}{'rows/s':>12}{'peak RSS MB':>13}{'cpu s':>8}{'load':>6}  note")
+    print(f"{'step':<14}{'wall s':>9}{'rows/s':>12}{'peak RSS MB':>13}{'cpu s':>8}{'load':>6}  note")
     notes = {
         "floor": "psql \\copy into an UNLOGGED all-text table",
         "peer": "pandas read_csv + checks + to_sql(chunksize=10000)",
         "ours": "build_context + process_bank (GX, receipts, merge)",
+        "floor_indexed": "psql \\copy into a logged table typed and keyed like the fact table",
+        "dlt": "dlt: Arrow batches, csv loader (COPY), merge on biz_id",
         "duplicate": "same bytes again: duplicate receipt",
         "resend": "second file, 10 % of the ids re-sent (upsert)",
         "repeats": "third file, 0.1 % of rows repeat an id (all refused)",
     }
-    for step in ("floor", "peer", "ours", "duplicate", "resend", "repeats"):
+    for step in ("floor", "floor_indexed", "peer", "dlt", "ours", "duplicate", "resend", "repeats"):
         s = res["steps"].get(step)
         if not s:
             continue
         ok = "" if s.get("correct", True) else "  WRONG OUTCOME"
-        print(f"{step:<11}{s['wall_s']:>9.2f}{_rate(rows, s['wall_s'])}{s['peak_rss_mb']:>13.0f}"
+        if step == "dlt" and s.get("path") == "rows":
+            notes["dlt"] = "dlt: pages of dicts through its normaliser, csv loader (COPY), merge on biz_id"
+        print(f"{step:<14}{s['wall_s']:>9.2f}{_rate(rows, s['wall_s'])}{s['peak_rss_mb']:>13.0f}"
               f"{s['cpu_s']:>8.1f}{s['load_avg_1m_after']:>6.1f}  {notes[step]}{ok}")
     print("(cpu s: the client process only; the server's share of COPY and to_sql is not in it)")
+    ph = res["steps"].get("dlt", {}).get("phases")
+    if ph:
+        print("dlt steps, wall s: " + ", ".join(f"{k}={v['wall_s']:.1f}" for k, v in ph.items())
+              + f" (not in its wall: import dlt {res['steps']['dlt']['import_s']:.1f} s, "
+              f"config providers {res['steps']['dlt']['config_providers_s']:.1f} s; in it: "
+              f"{res['steps']['dlt']['airflow_variable_lookups']['calls']:.0f} Airflow Variable "
+              f"lookups, {res['steps']['dlt']['airflow_variable_lookups']['wall_s']:.1f} s)")
     for step in ("ours", "resend", "repeats"):
         server = res["steps"].get(step, {}).get("server_cpu_s")
         if server is not None:
@@ -994,7 +1207,30 @@ def checks(res: dict[str, Any]) -> list[dict[str, Any]]:
         st = s["steps"].get(step)
         if st is not None:
             add(f"{step}: receipt and fact rows as generated", st["outcomes"], st["correct"])
+    out.extend(_peer_checks(s))
     return out + _warm_checks(res)
+
+
+def _peer_ratios(res: dict[str, Any]) -> None:
+    """Ratios to the dlt peer and to the second floor (``ours_warm`` when that step ran)."""
+    for ours in ("ours", "ours_warm"):
+        if res.get(f"{ours}_s") and res.get("dlt_s"):
+            res[f"dlt_over_{ours}"] = round(res["dlt_s"] / res[f"{ours}_s"], 2)
+    if res.get("ours_s") and res.get("floor_indexed_s"):
+        res["ours_over_floor_indexed"] = round(res["ours_s"] / res["floor_indexed_s"], 2)
+
+
+def _peer_checks(s: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for ours in ("ours", "ours_warm"):
+        if s.get(f"{ours}_s") and s.get("dlt_s"):
+            r = s["dlt_s"] / s[f"{ours}_s"]
+            out.append({"what": f"{ours} faster than dlt", "value": f"{r:.2f}x", "pass": r > 1.0})
+    st = s["steps"].get("dlt")
+    if st is not None:
+        out.append({"what": "dlt: every row of the file in its table",
+                    "value": st["rows_loaded"], "pass": st["correct"]})
+    return out
 
 
 def _print_timeline(step: str, result: dict[str, Any], width: int = 100) -> None:
@@ -1035,6 +1271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pyc", action="store_true",
                    help="keep the caller's PYTHONDONTWRITEBYTECODE: imports compile from source")
     p.add_argument("--chunk-rows", type=int, default=0, help="GOVBANK_CHUNK_ROWS for ours (default: settings)")
+    p.add_argument("--dlt-path", choices=("arrow", "rows"), default="arrow",
+                   help="dlt step: Arrow batches (default) or dicts through dlt's normaliser")
     p.add_argument("--db", default="govbank_bench")
     p.add_argument("--pg-host", default=os.environ.get("PGHOST", "127.0.0.1"))
     p.add_argument("--pg-port", type=int, default=int(os.environ.get("PGPORT", "5432")))
@@ -1075,8 +1313,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.setup_warehouse()
         if "floor" in steps:
             res["steps"]["floor"] = bench.floor()
+        if "floor_indexed" in steps:
+            res["steps"]["floor_indexed"] = bench.floor_indexed()
         if "peer" in steps:
             res["steps"]["peer"] = bench.peer()
+        if "dlt" in steps:
+            res["steps"]["dlt"] = bench.dlt()
         profile = DATA / "profile" / f"ours_{args.rows}" if args.profile else None
         if "ours" in steps:
             res["steps"]["ours"] = bench.ours("ours", ELIC_FILE, manifest, profile)
@@ -1113,6 +1355,7 @@ def main(argv: list[str] | None = None) -> int:
         res["ours_warm_over_floor"] = round(res["ours_warm_s"] / res["floor_s"], 2)
     if res.get("ours_s") and res.get("peer_s"):
         res["peer_over_ours"] = round(res["peer_s"] / res["ours_s"], 2)
+    _peer_ratios(res)
     res["checks"] = checks(res)
     res["bench_duration_s"] = round(time.perf_counter() - t_all, 1)
     if args.timeline:
@@ -1129,6 +1372,8 @@ def main(argv: list[str] | None = None) -> int:
     if {"floor", "ours"} <= set(steps):  # the ratio's two ends: a run worth keeping
         for step in STEPS:
             res.setdefault(f"{step}_s", None)  # not run (e.g. the peer at 5M rows)
+        for step in ("floor_indexed", "dlt"):
+            res.setdefault(f"{step}_peak_rss_mb", None)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"{args.rows}.json"
         out.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
