@@ -67,7 +67,13 @@ def warm_up(settings: Settings | None = None) -> bool:
 
         with _lock:
             if key not in _warm:
-                _warm[key] = Validator(settings.expectations_dir, settings.data_docs_dir)
+                built = Validator(settings.expectations_dir, settings.data_docs_dir)
+                import tqdm
+
+                # GX's progress bars would start tqdm's monitor thread, which a fork does not copy
+                tqdm.tqdm.monitor_interval = 0
+                built.rehearse()  # GX's first validation costs more than the next
+                _warm[key] = built
     except Exception:
         log.warning("govbank warm-up failed: tasks will import Great Expectations themselves", exc_info=True)
         return False
