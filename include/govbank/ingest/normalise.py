@@ -258,7 +258,7 @@ def _refuse_forbidden(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not len(raw) or raw.null_count == len(raw):
+    if not len(raw) or raw.null_count == len(raw) or not _may_hold(raw, _FORBIDDEN_CHARS):
         return raw
     bad = pc.fill_null(pc.match_substring_regex(raw, f"[{_FORBIDDEN_CHARS}]"), False)
     if not pc.any(bad).as_py():
@@ -270,6 +270,25 @@ def _refuse_forbidden(
         for i, v in zip(positions, cells, strict=True)
     )
     return pc.if_else(bad, pa.scalar(None, pa.string()), raw)
+
+
+def _may_hold(raw: pa.Array, chars: str) -> bool:
+    """Whether any of the (ASCII) ``chars`` occurs in the bytes behind ``raw``.
+
+    One vectorised pass over the column's data buffer where a regex visits every cell:
+    almost every column holds none. False only when none can be there (a buffer shared
+    with cells outside ``raw`` can only make it say True).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if isinstance(raw, pa.ChunkedArray) or not pa.types.is_string(raw.type):
+        return True
+    data = raw.buffers()[2]
+    if data is None:
+        return False
+    octets = np.frombuffer(data, dtype=np.uint8)
+    return any(bool((octets == ord(c)).any()) for c in chars)
 
 
 def _parse_int(text: str) -> int:
