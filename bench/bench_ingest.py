@@ -1126,7 +1126,7 @@ def report(res: dict[str, Any]) -> None:
               f"config providers {res['steps']['dlt']['config_providers_s']:.1f} s; in it: "
               f"{res['steps']['dlt']['airflow_variable_lookups']['calls']:.0f} Airflow Variable "
               f"lookups, {res['steps']['dlt']['airflow_variable_lookups']['wall_s']:.1f} s)")
-    for step in ("ours", "resend", "repeats"):
+    for step in ("ours", "resend", "repeats", "ours_warm"):
         server = res["steps"].get(step, {}).get("server_cpu_s")
         if server is not None:
             print(f"{step}: the server's backends used {server:.1f} s of CPU beside the client's")
@@ -1136,7 +1136,7 @@ def report(res: dict[str, Any]) -> None:
             print(f"{step} phases, wall/cpu s: "
                   + ", ".join(f"{k}={v['wall_s']:.1f}/{v['cpu_s']:.1f}" for k, v in ph.items()))
     if res.get("show_timeline"):
-        for step in ("ours", "resend", "repeats"):
+        for step in ("ours", "resend", "repeats", "ours_warm"):
             _print_timeline(step, res["steps"].get(step, {}))
     _report_warm(res)
     for c in res["checks"]:
