@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -322,6 +323,9 @@ class Staging:
         hook: Callable[[str, str, int], None],
     ) -> None:
         self.conn, self.writer, self.hook = conn, writer, hook
+        # the rows of the next chunk (pseudonyms: Python) are built while the writer waits
+        # on the server for the last one
+        self._prepare = ThreadPoolExecutor(1, thread_name_prefix="govbank-prepare") if writer.background else None
         self.file_name = str(constants["source_file"])
         self.table = create_staging(conn, metadata.tables[spec.staging_table], spec.staged, tag)
         self.keys = create_key_table(conn, tag)
@@ -331,10 +335,10 @@ class Staging:
         """Stage a chunk's keys and good rows (behind, on PostgreSQL); ``data`` builds the rows
         in the writing thread, off the thread that runs GX."""
         target = self.early.batch if self.early is not None else self.table
-        self.writer.submit(self._write, keys, target, data)
+        self.writer.submit(self._write, keys, target, self._prepare.submit(data) if self._prepare else data)
 
-    def _write(self, keys: pa.Table, target: Table, data: Callable[[], pa.Table]) -> None:
-        rows = data()
+    def _write(self, keys: pa.Table, target: Table, data: Callable[[], pa.Table] | Future) -> None:
+        rows = data.result() if isinstance(data, Future) else data()
         stage(self.conn, self.keys, keys)
         stage(self.conn, target, rows)
         self.hook("staged", self.file_name, len(rows))
@@ -347,4 +351,6 @@ class Staging:
     def close(self) -> None:
         """Writes in flight finish; the tables go (SQLite; PostgreSQL drops them at the end)."""
         self.writer.close()
+        if self._prepare is not None:
+            self._prepare.shutdown(wait=True, cancel_futures=True)
         drop_staging(self.conn, self.table, self.keys, *([self.early.batch] if self.early is not None else []))

@@ -38,6 +38,11 @@ class BackgroundWriter:
         self._depth = depth
 
     @property
+    def background(self) -> bool:
+        """Whether writes run in a second thread (else inline, in the caller's)."""
+        return self._pool is not None
+
+    @property
     def in_flight(self) -> int:
         """Writes handed over and not yet waited for."""
         return len(self._pending)
