@@ -94,12 +94,20 @@ def _pair_columns() -> list[Column]:  # type: ignore[type-arg]
 
 def rebuild_reconciliation(conn: Connection) -> None:
     """Replace ``mart_reconciliation`` and ``mart_reconciliation_detail``, in the caller's transaction."""
-    b, u = fact_elicense_biz, fact_elicense_usage
     edge, match = _work_tables(conn)
     for table in (edge, match):
         conn.execute(DropTable(table, if_exists=True))
         conn.execute(CreateTable(table))
+    _pair(conn, edge, match)
+    _list_unmatched(conn, match)
+    _count(conn, match)
+    for table in (match, edge):
+        conn.execute(DropTable(table))
 
+
+def _pair(conn: Connection, edge: Table, match: Table) -> None:
+    """Candidate pairs into ``edge``, then rounds of mutual nearest pairs into ``match``."""
+    b, u = fact_elicense_biz, fact_elicense_usage
     usage_day = local_date(conn, u.c.authorized_at)
     dist = days_apart(conn, b.c.biz_date, usage_day)
     candidates = (
@@ -156,7 +164,11 @@ def rebuild_reconciliation(conn: Connection) -> None:
             break
     log.info("reconciliation: matched in %d round(s)", rounds - 1)
 
-    # unmatched records, listed
+
+def _list_unmatched(conn: Connection, match: Table) -> None:
+    """Every live record of either side without a pair, into ``mart_reconciliation_detail``."""
+    b, u = fact_elicense_biz, fact_elicense_usage
+    usage_day = local_date(conn, u.c.authorized_at)
     conn.execute(delete(mart_reconciliation_detail))
     bank_only = select(
         literal("bank_only"),
@@ -190,7 +202,10 @@ def rebuild_reconciliation(conn: Connection) -> None:
     conn.execute(insert(mart_reconciliation_detail).from_select(detail_cols, bank_only))
     conn.execute(insert(mart_reconciliation_detail).from_select(detail_cols, gov_only))
 
-    # counts per bank, month and scene
+
+def _count(conn: Connection, match: Table) -> None:
+    """Matched and unmatched records per bank, month and scene, into ``mart_reconciliation``."""
+    b = fact_elicense_biz
     d = mart_reconciliation_detail
     matched_rows = select(
         b.c.bank_code.label("bank_code"),
@@ -229,5 +244,3 @@ def rebuild_reconciliation(conn: Connection) -> None:
             totals,
         )
     )
-    for table in (match, edge):
-        conn.execute(DropTable(table))
