@@ -133,9 +133,28 @@ def collect(conn: Connection, start: dt.date, end: dt.date, as_of: dt.date | Non
         "start": start, "end": end, "as_of": as_of, "label": period_label(start, end),
         "start_cn": cn_date(start), "end_cn": cn_date(end), "as_of_cn": cn_date(as_of),
     }
-
     elic, elic_table = _elicense(conn, start, end)
+    (terminal_fig, super_fig, van_fig), outlet_tables = _service_points(conn, start, end, as_of)
+    bank_fig, bank_table = _banks(conn, start, end)
+    recon_fig, recon_table = _reconciliation(conn, start, end)
+    data.context = {
+        "period": period,
+        "elic": elic,
+        "terminals": terminal_fig,
+        "supermarkets": super_fig,
+        "banks": bank_fig,
+        "vans": van_fig,
+        "recon": recon_fig,
+    }
+    terminal_table, super_table, van_table = outlet_tables
+    data.tables = [elic_table, terminal_table, super_table, bank_table, van_table, recon_table]
+    return data
 
+
+def _service_points(
+    conn: Connection, start: dt.date, end: dt.date, as_of: dt.date
+) -> tuple[tuple[dict, dict, dict], tuple[SourcedTable, SourcedTable, SourcedTable]]:
+    """Terminals, service supermarkets (opened in the period, per bank) and vans as of ``as_of``."""
     terminals = _outlets(conn, TERMINAL, as_of)
     items = [t.service_items for t in terminals if t.service_items is not None]
     terminal_fig = {"count": len(terminals), "max_items": max(items, default=0)}
@@ -153,6 +172,24 @@ def collect(conn: Connection, start: dt.date, end: dt.date, as_of: dt.date | Non
     towns = sorted({v.town_name for v in vans if v.town_name})
     van_fig = {"count": len(vans), "towns": towns}
 
+    live = f"mart_outlet_detail：outlet_type = {{}}，opened_on ≤ {as_of}（正常营业的当前网点）"
+    tables = (
+        SourcedTable("自助终端", "“瓯e办”自助服务终端", live.format(TERMINAL), _OUTLET_COLUMNS,
+                     [tuple(t) for t in terminals]),
+        SourcedTable(
+            "政务服务超市", "政务服务超市（按银行）",
+            live.format(SUPERMARKET) + f"；本期新开 = opened_on 在 {start} 至 {end}",
+            ("银行代码", "银行名称", "政务服务超市（个）", "其中本期新开（个）"),
+            [(code, name, n, new) for (code, name), (n, new) in sorted(per_bank.items())],
+        ),
+        SourcedTable("流动服务车", "政银服务流动车", live.format(VAN), _OUTLET_COLUMNS,
+                     [tuple(v) for v in vans]),
+    )
+    return (terminal_fig, super_fig, van_fig), tables
+
+
+def _banks(conn: Connection, start: dt.date, end: dt.date) -> tuple[dict, SourcedTable]:
+    """The cooperating banks, those that joined in the period, and their outlets."""
     bo = mart_bank_outlets
     banks = conn.execute(
         select(
@@ -170,57 +207,37 @@ def collect(conn: Connection, start: dt.date, end: dt.date, as_of: dt.date | Non
             for b in joined
         ],
     }
+    table = SourcedTable(
+        "合作银行", "合作银行及其网点",
+        f"mart_bank_outlets（本期加入 = joined_on 在 {start} 至 {end}）",
+        ("银行代码", "银行名称", "加入日期", "本期加入", "网点（个）", "政银合作网点（个）",
+         "政务服务超市（个）", "自助终端（台）", "流动服务车（辆）"),
+        [(b.bank_code, b.bank_name, b.joined_on, "是" if b in joined else "否", b.outlets,
+          b.service_outlets, b.supermarkets, b.terminals, b.vans) for b in banks],
+    )
+    return bank_fig, table
 
+
+def _reconciliation(conn: Connection, start: dt.date, end: dt.date) -> tuple[dict, SourcedTable]:
+    """Matched, bank-only and government-only records of the period's months."""
     r = mart_reconciliation
     first_month = start.replace(day=1)
-    recon_rows = conn.execute(
+    rows = conn.execute(
         select(r.c.bank_code, r.c.scene, func.sum(r.c.matched), func.sum(r.c.bank_only), func.sum(r.c.gov_only))
         .where(and_(r.c.month_start >= first_month, r.c.month_start <= end))
         .group_by(r.c.bank_code, r.c.scene)
         .order_by(r.c.bank_code, r.c.scene)
     ).all()
-    recon_rows = [(a, s, int(m), int(bo_), int(go)) for a, s, m, bo_, go in recon_rows]
+    recon_rows = [(a, s, int(m), int(bo_), int(go)) for a, s, m, bo_, go in rows]
     recon_fig = {
         "matched": sum(x[2] for x in recon_rows),
         "bank_only": sum(x[3] for x in recon_rows),
         "gov_only": sum(x[4] for x in recon_rows),
     }
-
-    data.context = {
-        "period": period,
-        "elic": elic,
-        "terminals": terminal_fig,
-        "supermarkets": super_fig,
-        "banks": bank_fig,
-        "vans": van_fig,
-        "recon": recon_fig,
-    }
-    live = f"mart_outlet_detail：outlet_type = {{}}，opened_on ≤ {as_of}（正常营业的当前网点）"
-    data.tables = [
-        elic_table,
-        SourcedTable("自助终端", "“瓯e办”自助服务终端", live.format(TERMINAL), _OUTLET_COLUMNS,
-                     [tuple(t) for t in terminals]),
-        SourcedTable(
-            "政务服务超市", "政务服务超市（按银行）",
-            live.format(SUPERMARKET) + f"；本期新开 = opened_on 在 {start} 至 {end}",
-            ("银行代码", "银行名称", "政务服务超市（个）", "其中本期新开（个）"),
-            [(code, name, n, new) for (code, name), (n, new) in sorted(per_bank.items())],
-        ),
-        SourcedTable(
-            "合作银行", "合作银行及其网点",
-            f"mart_bank_outlets（本期加入 = joined_on 在 {start} 至 {end}）",
-            ("银行代码", "银行名称", "加入日期", "本期加入", "网点（个）", "政银合作网点（个）",
-             "政务服务超市（个）", "自助终端（台）", "流动服务车（辆）"),
-            [(b.bank_code, b.bank_name, b.joined_on, "是" if b in joined else "否", b.outlets,
-              b.service_outlets, b.supermarkets, b.terminals, b.vans) for b in banks],
-        ),
-        SourcedTable("流动服务车", "政银服务流动车", live.format(VAN), _OUTLET_COLUMNS,
-                     [tuple(v) for v in vans]),
-        SourcedTable(
-            "对账", "与政府平台对账（按银行、场景）",
-            f"mart_reconciliation：month_start 在 {first_month} 至 {end}",
-            ("银行代码", "场景", "一致（笔）", "仅银行报送（笔）", "仅平台记录（笔）"),
-            recon_rows,
-        ),
-    ]
-    return data
+    table = SourcedTable(
+        "对账", "与政府平台对账（按银行、场景）",
+        f"mart_reconciliation：month_start 在 {first_month} 至 {end}",
+        ("银行代码", "场景", "一致（笔）", "仅银行报送（笔）", "仅平台记录（笔）"),
+        recon_rows,
+    )
+    return recon_fig, table
