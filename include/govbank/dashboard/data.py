@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Connection, Engine, create_engine, func, select
 
 from govbank.config.connections import DASHBOARD_CONN_ID
 from govbank.config.settings import ConnectionUrl, Settings
@@ -189,18 +189,7 @@ def _date(value: object) -> dt.date | None:
 def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
     """Everything the page shows, for ``as_of`` (default: the date of the last mart rebuild)."""
     with engine.connect() as conn:
-        choices = [
-            _date(d)
-            for d in conn.execute(
-                select(mart_kpi.c.as_of).distinct().order_by(mart_kpi.c.as_of.desc())
-            ).scalars()
-        ]
-        choices = [d for d in choices if d is not None]
-        if as_of is None or as_of not in choices:
-            # the whole-table marts (towns, trend, freshness) are those of the last rebuild,
-            # whose date mart_bank_freshness records: show the tiles of that same date
-            rebuilt = _date(conn.execute(select(func.max(mart_bank_freshness.c.as_of))).scalar())
-            as_of = rebuilt if rebuilt in choices else (choices[0] if choices else None)
+        as_of, choices = _as_of(conn, as_of)
         kpi = {
             metric: Decimal(str(value))
             for metric, value in conn.execute(
@@ -208,87 +197,10 @@ def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
             )
         }
         banks = dict(conn.execute(select(dim_bank.c.bank_code, dim_bank.c.bank_name)).all())
-
-        o = mart_outlets_by_town.c
-        outlets = [
-            OutletRow(r.town_code, r.bank_code, r.outlet_type, int(r.outlets))
-            for r in conn.execute(
-                select(o.town_code, o.bank_code, o.outlet_type, o.outlets).order_by(
-                    o.town_code, o.bank_code, o.outlet_type
-                )
-            )
-        ]
-        by_town: dict[str, dict[str, int]] = defaultdict(dict)
-        for row in outlets:
-            by_town[row.town_code][row.outlet_type] = by_town[row.town_code].get(row.outlet_type, 0) + row.outlets
-        towns = [
-            Town(
-                t.town_code,
-                t.town_name,
-                t.town_kind,
-                float(t.longitude) if t.longitude is not None else None,
-                float(t.latitude) if t.latitude is not None else None,
-                by_town.get(t.town_code, {}),
-            )
-            for t in conn.execute(select(dim_town).order_by(dim_town.c.town_code))
-        ]
-
-        m = mart_elicense_monthly.c
-        records: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        credit: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        monthly = [
-            MonthlyRow(
-                r.bank_code,
-                r.month,
-                r.biz_type,
-                int(r.records),
-                None if r.credit_amount_yuan is None else Decimal(str(r.credit_amount_yuan)),
-                None if r.drawn_amount_yuan is None else Decimal(str(r.drawn_amount_yuan)),
-            )
-            for r in conn.execute(
-                select(
-                    m.bank_code, m.month, m.biz_type, m.records, m.credit_amount_yuan, m.drawn_amount_yuan
-                ).order_by(m.bank_code, m.month, m.biz_type)
-            )
-        ]
-        for row in monthly:
-            records[row.bank_code][row.month] += row.records
-            if row.credit_amount_yuan is not None:
-                credit[row.bank_code][row.month] += row.credit_amount_yuan
-
-        rc = mart_reconciliation.c
-        recon = [
-            ReconRow(r.bank_code, r.month, r.scene, int(r.matched), int(r.bank_only), int(r.gov_only))
-            for r in conn.execute(
-                select(rc.bank_code, rc.month, rc.scene, rc.matched, rc.bank_only, rc.gov_only).order_by(
-                    rc.bank_code, rc.month, rc.scene
-                )
-            )
-        ]
-        reconciliation: dict[str, tuple[int, int, int]] = {}
-        for row in recon:
-            a, b, c = reconciliation.get(row.bank_code, (0, 0, 0))
-            reconciliation[row.bank_code] = (a + row.matched, b + row.bank_only, c + row.gov_only)
-        reconciliation = dict(sorted(reconciliation.items()))
-
-        f = mart_bank_freshness.c
-        freshness = [
-            Freshness(
-                r.bank_code,
-                r.dataset,
-                _date(r.last_business_date),
-                r.last_received_at,
-                r.last_status,
-                int(r.expected_every_days),
-                int(r.days_late),
-                bool(r.is_late),
-            )
-            for r in conn.execute(
-                select(mart_bank_freshness).order_by(
-                    f.is_late.desc(), f.days_late.desc(), f.bank_code, f.dataset
-                )
-            )
-        ]
+        outlets, towns = _outlets_and_towns(conn)
+        monthly, records, credit = _monthly(conn)
+        recon, reconciliation = _reconciliation(conn)
+        freshness = _freshness(conn)
     return DashboardData(
         as_of=as_of,
         as_of_choices=choices,
@@ -303,3 +215,116 @@ def load(engine: Engine, as_of: dt.date | None = None) -> DashboardData:
         monthly=monthly,
         recon=recon,
     )
+
+
+def _as_of(conn: Connection, as_of: dt.date | None) -> tuple[dt.date | None, list[dt.date]]:
+    """The date shown (``as_of`` if the KPIs have it) and every date they have."""
+    choices = [
+        _date(d)
+        for d in conn.execute(
+            select(mart_kpi.c.as_of).distinct().order_by(mart_kpi.c.as_of.desc())
+        ).scalars()
+    ]
+    choices = [d for d in choices if d is not None]
+    if as_of is None or as_of not in choices:
+        # the whole-table marts (towns, trend, freshness) are those of the last rebuild,
+        # whose date mart_bank_freshness records: show the tiles of that same date
+        rebuilt = _date(conn.execute(select(func.max(mart_bank_freshness.c.as_of))).scalar())
+        as_of = rebuilt if rebuilt in choices else (choices[0] if choices else None)
+    return as_of, choices
+
+
+def _outlets_and_towns(conn: Connection) -> tuple[list[OutletRow], list[Town]]:
+    o = mart_outlets_by_town.c
+    outlets = [
+        OutletRow(r.town_code, r.bank_code, r.outlet_type, int(r.outlets))
+        for r in conn.execute(
+            select(o.town_code, o.bank_code, o.outlet_type, o.outlets).order_by(
+                o.town_code, o.bank_code, o.outlet_type
+            )
+        )
+    ]
+    by_town: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in outlets:
+        by_town[row.town_code][row.outlet_type] = by_town[row.town_code].get(row.outlet_type, 0) + row.outlets
+    towns = [
+        Town(
+            t.town_code,
+            t.town_name,
+            t.town_kind,
+            float(t.longitude) if t.longitude is not None else None,
+            float(t.latitude) if t.latitude is not None else None,
+            by_town.get(t.town_code, {}),
+        )
+        for t in conn.execute(select(dim_town).order_by(dim_town.c.town_code))
+    ]
+    return outlets, towns
+
+
+def _monthly(conn: Connection) -> tuple[list[MonthlyRow], dict[str, dict[str, int]], dict[str, dict[str, Decimal]]]:
+    """E-licence business per bank, month and type; records and credit per bank and month."""
+    m = mart_elicense_monthly.c
+    records: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    credit: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    monthly = [
+        MonthlyRow(
+            r.bank_code,
+            r.month,
+            r.biz_type,
+            int(r.records),
+            None if r.credit_amount_yuan is None else Decimal(str(r.credit_amount_yuan)),
+            None if r.drawn_amount_yuan is None else Decimal(str(r.drawn_amount_yuan)),
+        )
+        for r in conn.execute(
+            select(
+                m.bank_code, m.month, m.biz_type, m.records, m.credit_amount_yuan, m.drawn_amount_yuan
+            ).order_by(m.bank_code, m.month, m.biz_type)
+        )
+    ]
+    for row in monthly:
+        records[row.bank_code][row.month] += row.records
+        if row.credit_amount_yuan is not None:
+            credit[row.bank_code][row.month] += row.credit_amount_yuan
+    return monthly, records, credit
+
+
+def _reconciliation(conn: Connection) -> tuple[list[ReconRow], dict[str, tuple[int, int, int]]]:
+    """The reconciliation per bank, month and scene, and its totals per bank."""
+    rc = mart_reconciliation.c
+    recon = [
+        ReconRow(r.bank_code, r.month, r.scene, int(r.matched), int(r.bank_only), int(r.gov_only))
+        for r in conn.execute(
+            select(rc.bank_code, rc.month, rc.scene, rc.matched, rc.bank_only, rc.gov_only).order_by(
+                rc.bank_code, rc.month, rc.scene
+            )
+        )
+    ]
+    reconciliation: dict[str, tuple[int, int, int]] = {}
+    for row in recon:
+        a, b, c = reconciliation.get(row.bank_code, (0, 0, 0))
+        reconciliation[row.bank_code] = (a + row.matched, b + row.bank_only, c + row.gov_only)
+    reconciliation = dict(sorted(reconciliation.items()))
+    return recon, reconciliation
+
+
+def _freshness(conn: Connection) -> list[Freshness]:
+    """Each bank's feeds, the late ones first."""
+    f = mart_bank_freshness.c
+    freshness = [
+        Freshness(
+            r.bank_code,
+            r.dataset,
+            _date(r.last_business_date),
+            r.last_received_at,
+            r.last_status,
+            int(r.expected_every_days),
+            int(r.days_late),
+            bool(r.is_late),
+        )
+        for r in conn.execute(
+            select(mart_bank_freshness).order_by(
+                f.is_late.desc(), f.days_late.desc(), f.bank_code, f.dataset
+            )
+        )
+    ]
+    return freshness
