@@ -701,18 +701,38 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     rss_samples: list[tuple[float, float]] = []
     sampling = threading.Event()
 
-    def sample_rss() -> None:  # for --timeline: when the peak happens
+    thread_cpu: dict[int, tuple[str, float]] = {}  # native id: (name, CPU s at its last sample)
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def sample_threads() -> None:
+        for t in threading.enumerate():
+            try:
+                fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, TypeError):
+                continue
+            base = t.name.split("_")[0] if t.name.startswith("govbank-") else t.name  # pool index off
+            thread_cpu[t.native_id] = (base, (int(fields[11]) + int(fields[12])) / ticks)
+
+    def sample_rss() -> None:  # for --timeline: when the peak happens; threads' CPU as they go
         while not sampling.wait(0.1):
             rss_samples.append((time.perf_counter() - t0, _status_mb("VmRSS")))
+            sample_threads()
 
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
+    sample_threads()
+    start_cpu = {tid: cpu for tid, (_, cpu) in thread_cpu.items()}
     try:
         outcomes = process_bank(ctx, BANK)
     finally:
         sampling.set()
         sampler.join()
+        sample_threads()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    by_thread: dict[str, float] = {}  # Python threads by name; the rest (Arrow's pool) is the difference
+    for tid, (name, used) in thread_cpu.items():
+        by_thread[name] = by_thread.get(name, 0.0) + used - start_cpu.get(tid, 0.0)
+    by_thread["other threads (Arrow's, exited)"] = cpu - sum(by_thread.values())
     if timings and not profiler:
         timings["other"] = wall - sum(v for k, v in timings.items() if not k.endswith(".cpu"))
         timings["other.cpu"] = cpu - sum(v for k, v in timings.items() if k.endswith(".cpu"))
@@ -727,6 +747,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "timeline": [(n, round(a - t0, 3), round(b - t0, 3)) for n, a, b in _INTERVALS if b > t0],
         "rss_samples": [(round(t, 2), round(mb)) for t, mb in rss_samples],
+        "thread_cpu_s": {k: round(v, 2) for k, v in sorted(by_thread.items(), key=lambda kv: -kv[1])},
         "wall_s": wall,
         "work_cpu_s": cpu,
         "server_cpu_s": server_cpu,
@@ -1130,6 +1151,9 @@ def report(res: dict[str, Any]) -> None:
         server = res["steps"].get(step, {}).get("server_cpu_s")
         if server is not None:
             print(f"{step}: the server's backends used {server:.1f} s of CPU beside the client's")
+        threads = res["steps"].get(step, {}).get("thread_cpu_s")
+        if threads:
+            print(f"{step}: client CPU s by thread: " + ", ".join(f"{k}={v:.1f}" for k, v in threads.items()))
     for step in ("ours", "resend", "repeats"):
         ph = res["steps"].get(step, {}).get("phases")
         if ph:
