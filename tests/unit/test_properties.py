@@ -22,7 +22,13 @@ from govbank.domain.datasets import FIELDS, Dataset, field_names
 from govbank.domain.errors import BankInputError
 from govbank.ingest.answer import ReceiptError, excel_safe, rejects_csv
 from govbank.ingest.discover import parse_file_name, parse_ok
-from govbank.ingest.normalise import normalise_chunk, parse_date, parse_number, to_yuan
+from govbank.ingest.normalise import (
+    mask_personal_numbers,
+    normalise_chunk,
+    parse_date,
+    parse_number,
+    to_yuan,
+)
 from govbank.ingest.read import (
     FastPathAborted,
     RawChunk,
@@ -241,6 +247,10 @@ _ANY_CELL = st.one_of(
 
 
 @FAST
+@example(  # a mobile-shaped number in every cell: free text is masked
+    dataset=Dataset.OUTLET, feed=FeedContract(date_formats=("%Y-%m-%d",), amount_unit=AmountUnit.YUAN),
+    rows=[["13000000000"] * 12],
+)
 @given(dataset=st.sampled_from(list(Dataset)), feed=FEEDS, rows=st.lists(st.lists(_ANY_CELL, min_size=12, max_size=12), min_size=1, max_size=4))
 def test_normalise_any_text(dataset: Dataset, feed: FeedContract, rows: list[list[str | None]]) -> None:
     """Any cells give typed values or row issues that quote the cell, never an exception,
@@ -264,6 +274,8 @@ def test_normalise_any_text(dataset: Dataset, feed: FeedContract, rows: list[lis
                 assert isinstance(value, int) and abs(value) < 2**31
             elif f.kind == "decimal":
                 assert isinstance(value, Decimal)
+            elif f.free_text:  # ID- and mobile-shaped numbers masked (test_privacy)
+                assert value == _masked(raw)
             else:
                 assert value == raw
     for issue in out.issues:
@@ -273,6 +285,12 @@ def test_normalise_any_text(dataset: Dataset, feed: FeedContract, rows: list[lis
             continue
         assert issue.reason_code in ("INVALID_DATE", "INVALID_NUMBER")
         assert issue.value == raw
+
+
+def _masked(text: str) -> str:
+    import pyarrow as pa
+
+    return mask_personal_numbers(pa.array([text], pa.string()))[0][0].as_py()
 
 
 @FAST
