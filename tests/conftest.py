@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import browser  # noqa: F401 - the session's Chromium, a fixture for every test
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
