@@ -25,6 +25,31 @@ def pytest_configure(config: pytest.Config) -> None:
     Path(home).mkdir(parents=True, exist_ok=True)
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The in-process unit tests first: the slow subprocess jobs of tests/background.py run
+    meanwhile, on the core those tests leave free. Within a directory the order stays."""
+    unit = ROOT / "tests" / "unit"
+    items.sort(key=lambda item: 0 if item.path.is_relative_to(unit) else 1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests import background
+
+    if session.config.option.collectonly:
+        return
+    modules = [item.module.__name__ for item in session.items if isinstance(item, pytest.Function)]
+    base = Path(os.environ.get("GOVBANK_TEST_DIR", ROOT / ".local" / "test")) / f"background-{os.getpid()}"
+    started = background.start(modules, base)
+    if started:
+        print(f"\nstarted in the background: {', '.join(started)}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import background
+
+    background.finish()
+
+
 PSEUDONYM_KEY = b"test-pseudonym-key-not-a-secret-0123456789"
 
 
