@@ -15,16 +15,14 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from govbank.config.settings import Settings
-from govbank.ingest.run import process_bank
-from govbank.orchestration.runtime import build_context, build_marts
+from govbank.orchestration.runtime import build_marts
 from govbank.warehouse.schema import metadata
-from govbank_dev.demo import build_demo, write_drop
+from govbank_dev.demo import build_demo
 from tests import background
-from tests.conftest import ROOT
+from tests.conftest import PSEUDONYM_KEY, ROOT, copy_demo_ingested
 from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.integration
-KEY = "sftp-dag-test-key-0123456789abcdef"
 # where and when differ between the two paths; what was loaded must not
 VOLATILE = {"loaded_at", "received_at", "processed_at", "answered_at", "last_received_at", "archive_path",
             "data_docs", "file_id", "reject_id", "outlet_key"}
@@ -70,7 +68,7 @@ def sftp_run(remote: Path) -> dict[str, object]:
             **background.environ(),
             "GOVBANK_LOCAL_DIR": str(remote),
             "AIRFLOW_HOME": str(remote / "airflow"),
-            "GOVBANK_PSEUDONYM_KEY": KEY,
+            "GOVBANK_PSEUDONYM_KEY": PSEUDONYM_KEY.decode(),
             "GOVBANK_SFTP_CONN_ID": "govbank_sftp",
             "AIRFLOW_CONN_GOVBANK_SFTP": server.conn_json(server.pipeline),
         }
@@ -94,21 +92,15 @@ def sftp_run(remote: Path) -> dict[str, object]:
     }
 
 
-def test_dag_over_sftp_equals_local_folder(tmp_path: Path, validator) -> None:  # type: ignore[no-untyped-def]
+def test_dag_over_sftp_equals_local_folder(tmp_path: Path, demo_ingested: Path) -> None:
     drop = build_demo()
     banks = sorted(drop.banks)
 
-    # the local-folder path, through the package
-    local = tmp_path / "local"
-    write_drop(drop, local / "landing")
+    # the local-folder path, through the package: the session's demo drop processed by
+    # process_bank (tests/conftest.py's demo_ingested, the same key), then the marts
+    local = copy_demo_ingested(demo_ingested, tmp_path / "local")
     settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(local)})
-    from govbank.warehouse.db import upgrade
-
-    upgrade(settings.warehouse_url)
-    ctx = build_context(settings, KEY.encode())
-    ctx.validator_factory = lambda: validator
-    for bank in banks:
-        process_bank(ctx, bank)
+    assert settings.warehouse_url == f"sqlite:///{local / 'warehouse.db'}"
     build_marts(settings, drop.as_of)
 
     # the SFTP path, through Airflow

@@ -34,14 +34,11 @@ from govbank.config.settings import Settings
 from govbank.dashboard import tables
 from govbank.dashboard.data import load, make_dashboard_engine, readonly_sqlite_url
 from govbank.elicense import ElicenseClient, pull_usages
-from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
-from govbank.warehouse.db import upgrade
 from govbank_dev import elicense_data
-from govbank_dev.demo import build_demo, write_drop
 from tests.apiserver import RefServer
 from tests.browser import dashboard_login, serve_dashboard, watch
-from tests.conftest import PSEUDONYM_KEY, ROOT
+from tests.conftest import PSEUDONYM_KEY, ROOT, copy_demo_ingested
 
 AS_OF = dt.date(2023, 6, 15)
 USER, PASSWORD = "ouhai", "district-password-for-the-test"
@@ -56,17 +53,13 @@ class Demo:
 
 
 def build_demo_warehouse(local: Path, validator) -> Path:  # type: ignore[no-untyped-def]
-    """The demo's daily job without Airflow: ingest, e-licence pull, marts."""
+    """The demo's daily job without Airflow, on a copy of the demo drop already ingested
+    (tests/conftest.py's demo_ingested, every bank through process_bank): the e-licence
+    pull, then the marts."""
     url = f"sqlite:///{local / 'warehouse.db'}"
-    upgrade(url)
     settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(local), "GOVBANK_WAREHOUSE_URL": url})
-    drop = build_demo()
-    write_drop(drop, settings.landing_dir)
     ctx = build_context(settings, PSEUDONYM_KEY)
-    ctx.validator_factory = lambda: validator
     try:
-        for bank in drop.banks:
-            process_bank(ctx, bank)
         generated = elicense_data.usages_from_bank_records(
             elicense_data.bank_records_from_warehouse(url), 20230615, elicense_data.parse_now(AS_OF.isoformat())
         )
@@ -80,8 +73,8 @@ def build_demo_warehouse(local: Path, validator) -> Path:  # type: ignore[no-unt
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, validator) -> Demo:  # type: ignore[no-untyped-def]
-    local = tmp_path_factory.mktemp("dash_charts")
+def demo(tmp_path_factory: pytest.TempPathFactory, validator, demo_ingested: Path) -> Demo:  # type: ignore[no-untyped-def]
+    local = copy_demo_ingested(demo_ingested, tmp_path_factory.mktemp("dash_charts") / "local")
     warehouse = build_demo_warehouse(local, validator)
     users_file = local / "users"
     add = subprocess.run(
