@@ -11,11 +11,13 @@ and its fixture asks for the outcome with ``background.result(demo_runs)``. When
 session selects a test of the module, ``tests/conftest.py`` queues the job at the start
 of the session on one worker thread (one job at a time: the machine has two cores, and
 the test process keeps one busy), so it runs while the in-process tests do. A test run
-on its own runs its job when it asks. A job takes its environment from
-``background.environ()``, the session's, never from ``os.environ``, which a test running
-meanwhile may patch. Either way the job runs the same processes in a
-fresh folder of its own, and the test asserts the same outcomes on what they left.
-An exception in a job (a failed assertion included) is raised where the test asks.
+on its own runs its job when it asks. Either way the job runs the same processes in a
+fresh folder of its own, and the test asserts the same outcomes on what they left. An
+exception in a job (a failed assertion included) is raised where the test asks.
+
+A job takes its processes' environment from ``background.environ()``, the session's as
+it was when the jobs were queued, never from ``os.environ``, which a test running
+meanwhile may patch.
 """
 
 from __future__ import annotations
