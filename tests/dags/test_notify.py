@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from govbank.orchestration.notify import failure_text
+from tests import background
 from tests.conftest import ROOT
 
 
@@ -51,7 +52,14 @@ class _Receiver(BaseHTTPRequestHandler):
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-def test_failing_task_posts_a_dingtalk_message(tmp_path: Path) -> None:
+def test_failing_task_posts_a_dingtalk_message() -> None:
+    background.result(failing_elicense_run)
+
+
+@background.job
+def failing_elicense_run(tmp_path: Path) -> None:
+    """The failing Airflow run and the checks of what the receiver got (started early,
+    see tests/background.py)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -63,8 +71,8 @@ def test_failing_task_posts_a_dingtalk_message(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     env = {
-        **os.environ,
-        "PYTHONPATH": f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        **background.environ(),
+        "PYTHONPATH": f"{hook}{os.pathsep}{background.environ().get('PYTHONPATH', '')}",
         "GOVBANK_LOCAL_DIR": str(tmp_path),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "GOVBANK_PSEUDONYM_KEY": "notify-test-key-0123456789abcdef",

@@ -4,7 +4,6 @@ the other banks are processed and publish still lets the marts rebuild."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from govbank_dev.demo import DemoDrop, build_demo, write_drop
+from tests import background
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -29,7 +29,14 @@ def _json(out: str) -> list[dict]:
     return json.loads(next(line for line in out.splitlines() if line.startswith("[")))
 
 
-def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) -> None:
+def test_late_bank_makes_the_run_failed_and_the_marts_rebuild() -> None:
+    background.result(late_bank_run)
+
+
+@background.job
+def late_bank_run(tmp_path: Path) -> None:
+    """The Airflow runs and the checks of their states, logs and inboxes (started early,
+    see tests/background.py)."""
     contracts = tmp_path / "contracts"
     contracts.mkdir()
     for bank in ("ICBCOH", "WZB"):  # both expect files weekly
@@ -43,7 +50,7 @@ def test_late_bank_makes_the_run_failed_and_the_marts_rebuild(tmp_path: Path) ->
     drop = DemoDrop(drop.seed, drop.as_of, {b: drop.banks[b] for b in ("WZB", "CCBOH")})
     write_drop(drop, tmp_path / "landing")  # WZB and CCBOH sent their files
     env = {
-        **os.environ,
+        **background.environ(),
         "GOVBANK_LOCAL_DIR": str(tmp_path),
         "GOVBANK_CONTRACTS_DIR": str(contracts),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),

@@ -8,7 +8,6 @@ goes through the local-folder path; the warehouses and receipts are compared.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,15 +15,14 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from govbank.config.settings import Settings
-from govbank.ingest.run import process_bank
-from govbank.orchestration.runtime import build_context, build_marts
+from govbank.orchestration.runtime import build_marts
 from govbank.warehouse.schema import metadata
-from govbank_dev.demo import build_demo, write_drop
-from tests.conftest import ROOT
+from govbank_dev.demo import build_demo
+from tests import background
+from tests.conftest import PSEUDONYM_KEY, ROOT, copy_demo_ingested
 from tests.sshd import SshdServer
 
 pytestmark = pytest.mark.integration
-KEY = "sftp-dag-test-key-0123456789abcdef"
 # where and when differ between the two paths; what was loaded must not
 VOLATILE = {"loaded_at", "received_at", "processed_at", "answered_at", "last_received_at", "archive_path",
             "data_docs", "file_id", "reject_id", "outlet_key"}
@@ -56,34 +54,21 @@ def _receipts(outboxes: dict[str, Path]) -> dict[str, object]:
     return out
 
 
-def test_dag_over_sftp_equals_local_folder(tmp_path: Path, validator) -> None:  # type: ignore[no-untyped-def]
+@background.job
+def sftp_run(remote: Path) -> dict[str, object]:
+    """The SFTP path through Airflow (started early, see tests/background.py): the demo
+    drop uploaded to sshd, govbank_ingest and govbank_marts run with the SFTP connection."""
     drop = build_demo()
     banks = sorted(drop.banks)
-
-    # the local-folder path, through the package
-    local = tmp_path / "local"
-    write_drop(drop, local / "landing")
-    settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(local)})
-    from govbank.warehouse.db import upgrade
-
-    upgrade(settings.warehouse_url)
-    ctx = build_context(settings, KEY.encode())
-    ctx.validator_factory = lambda: validator
-    for bank in banks:
-        process_bank(ctx, bank)
-    build_marts(settings, drop.as_of)
-
-    # the SFTP path, through Airflow
-    remote = tmp_path / "sftp"
     with SshdServer.start(banks=banks) as server:
         for f in drop.files:
             server.put_inbox_file(f.bank_code, f.name, f.data)
             server.put_inbox_file(f.bank_code, f"{f.name}.ok", f.ok)
         env = {
-            **os.environ,
+            **background.environ(),
             "GOVBANK_LOCAL_DIR": str(remote),
             "AIRFLOW_HOME": str(remote / "airflow"),
-            "GOVBANK_PSEUDONYM_KEY": KEY,
+            "GOVBANK_PSEUDONYM_KEY": PSEUDONYM_KEY.decode(),
             "GOVBANK_SFTP_CONN_ID": "govbank_sftp",
             "AIRFLOW_CONN_GOVBANK_SFTP": server.conn_json(server.pipeline),
         }
@@ -100,11 +85,29 @@ def test_dag_over_sftp_equals_local_folder(tmp_path: Path, validator) -> None:  
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         sftp_receipts = _receipts({b: server.outbox_path(b) for b in banks})
         leftovers = [p.name for b in banks for p in server.inbox_path(b).iterdir()]
+    return {
+        "receipts": sftp_receipts,
+        "leftovers": leftovers,
+        "dump": _dump(Settings.from_env({"GOVBANK_LOCAL_DIR": str(remote)}).warehouse_url),
+    }
 
-    assert leftovers == []
-    assert _dump(Settings.from_env({"GOVBANK_LOCAL_DIR": str(remote)}).warehouse_url) == _dump(
-        settings.warehouse_url
-    )
+
+def test_dag_over_sftp_equals_local_folder(tmp_path: Path, demo_ingested: Path) -> None:
+    drop = build_demo()
+    banks = sorted(drop.banks)
+
+    # the local-folder path, through the package: the session's demo drop processed by
+    # process_bank (tests/conftest.py's demo_ingested, the same key), then the marts
+    local = copy_demo_ingested(demo_ingested, tmp_path / "local")
+    settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(local)})
+    assert settings.warehouse_url == f"sqlite:///{local / 'warehouse.db'}"
+    build_marts(settings, drop.as_of)
+
+    # the SFTP path, through Airflow
+    sftp = background.result(sftp_run)
+
+    assert sftp["leftovers"] == []
+    assert sftp["dump"] == _dump(settings.warehouse_url)
     local_receipts = _receipts({b: local / "landing" / b / "outbox" for b in banks})
-    assert sftp_receipts == local_receipts
+    assert sftp["receipts"] == local_receipts
     assert len([k for k in local_receipts if k.endswith(".receipt.json")]) == len(drop.files)

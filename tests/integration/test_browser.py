@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,29 +39,14 @@ from govbank.dashboard.data import HEADLINE, SECONDARY, make_dashboard_engine, r
 from govbank.dashboard.offline import CDN_FILES, asset_path, offline_html
 from govbank.warehouse.schema import etl_reject, mart_kpi
 from govbank_dev.demo import EXPECTED_KPI, build_demo, write_drop
+from tests.browser import Offline, airflow_login, free_port, serve_dashboard, submit_dashboard_login
 from tests.conftest import ROOT
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 README_IMAGES = ROOT / "docs" / "images"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 AS_OF = "2023-06-15"
 LOGICAL_DATE = f"{AS_OF}T08:00:00+08:00"  # the daily schedule's slot, in the district's zone
 RUN_TIMEOUT = 600  # seconds for one DAG run on a busy 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _group_alive(pgid: int) -> bool:
@@ -181,7 +165,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     root = tmp_path_factory.mktemp("browser")
     local, home = root / "local", root / "airflow"
     write_drop(build_demo(), local / "landing")
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -222,36 +206,6 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
             os.killpg(pgid, signal.SIGKILL)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert not left, f"processes of group {pgid} survived scripts/airflow-stop.sh"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: scripts/system-deps.sh installs it"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Offline:
-    """Lets the browser reach only this machine; remembers anything else it tried."""
-
-    def __init__(self, context, allowed: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
-        self.blocked: list[str] = []
-        self.allowed = allowed
-        context.route("**/*", self._route)
-
-    def _route(self, route) -> None:  # type: ignore[no-untyped-def]
-        url = route.request.url
-        if url.startswith(self.allowed) or url.startswith("data:"):
-            route.continue_()
-        else:
-            self.blocked.append(url)
-            route.abort()
 
 
 def _shot(page, name: str, full_page: bool = False) -> Path:  # type: ignore[no-untyped-def]
@@ -333,12 +287,7 @@ def test_airflow_ui_data_docs_and_dashboard_in_chromium(airflow: Airflow, browse
     page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
 
     # log in through the UI
-    page.goto(f"{airflow.base}/")
-    page.wait_for_url("**/auth/login**")
-    page.fill("input[name=username]", airflow.user)
-    page.fill("input[name=password]", airflow.password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(lambda url: "/auth/login" not in url)
+    airflow_login(page, airflow.base, airflow.user, airflow.password)
 
     # every DAG, with its docs
     page.goto(f"{airflow.base}/dags")
@@ -437,7 +386,6 @@ def test_ingest_tasks_found_great_expectations_preloaded(airflow: Airflow) -> No
 def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) -> None:  # type: ignore[no-untyped-def]
     """``python -m govbank.dashboard``: district staff log in with the dashboard's account."""
     expected = _expected_tiles(airflow.local / "warehouse.db")  # after the run of the test above
-    port = _free_port()
     env = {
         **airflow.env,
         "GOVBANK_DASHBOARD_USERS_FILE": str(airflow.local / "dashboard-users"),
@@ -448,22 +396,7 @@ def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) ->
         input="district-password-for-the-test\n", env=env, capture_output=True, text=True, timeout=60,
     )
     assert add.returncode == 0, add.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "govbank.dashboard", "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the dashboard did not start"
-            time.sleep(0.3)
+    with serve_dashboard(env, interval=0.3) as base:
         assert requests.get(f"{base}/", allow_redirects=False, timeout=10).status_code == 303
 
         context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
@@ -471,13 +404,9 @@ def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) ->
         page = context.new_page()
         page.goto(f"{base}/")
         page.wait_for_url("**/login**")
-        page.fill("input[name=username]", "ouhai")
-        page.fill("input[name=password]", "wrong")
-        page.get_by_role("button", name="登录").click()
+        submit_dashboard_login(page, "ouhai", "wrong")
         page.get_by_text("用户名或密码不正确").wait_for()
-        page.fill("input[name=username]", "ouhai")
-        page.fill("input[name=password]", "district-password-for-the-test")
-        page.get_by_role("button", name="登录").click()
+        submit_dashboard_login(page, "ouhai", "district-password-for-the-test")
         page.locator(".tile").first.wait_for()
         assert _read_tiles(page) == expected
         # the other panels are there and speak Chinese
@@ -497,9 +426,6 @@ def test_dashboard_on_its_own_behind_its_own_login(airflow: Airflow, browser) ->
         page.wait_for_url("**/login**")
         assert offline.blocked == []
         context.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.integration

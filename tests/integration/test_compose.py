@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from govbank.config.connections import CONNECTION_IDS, CONNECTIONS
+from tests import background
 from tests.conftest import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -975,16 +976,23 @@ def test_sftp_entrypoint_jails_each_bank_and_lets_the_pipeline_see_all(
 
 
 @pytest.mark.integration
-def test_fab_roles_on_a_real_airflow(tmp_path: Path) -> None:
+def test_fab_roles_on_a_real_airflow() -> None:
     """docker/airflow-roles.sh on a real Airflow with the FAB auth manager (SQLite, the
     API server on loopback): district staff read the plugin's pages but may not trigger
     or clear; a data engineer may."""
+    background.result(fab_roles_checked)
+
+
+@background.job
+def fab_roles_checked(tmp_path: Path) -> None:
+    """The Airflow set-up, its API server and the checks against it (started early, see
+    tests/background.py)."""
     import requests
 
     home = tmp_path / "airflow"
     home.mkdir()
     venv_bin = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "GOVBANK_"))}
+    env = {k: v for k, v in background.environ().items() if not k.startswith(("AIRFLOW_", "AIRFLOW__", "GOVBANK_"))}
     env.update(
         PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
         AIRFLOW_HOME=str(home),

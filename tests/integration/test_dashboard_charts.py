@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +34,14 @@ from govbank.config.settings import Settings
 from govbank.dashboard import tables
 from govbank.dashboard.data import load, make_dashboard_engine, readonly_sqlite_url
 from govbank.elicense import ElicenseClient, pull_usages
-from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
-from govbank.warehouse.db import upgrade
 from govbank_dev import elicense_data
-from govbank_dev.demo import build_demo, write_drop
 from tests.apiserver import RefServer
-from tests.conftest import PSEUDONYM_KEY, ROOT
+from tests.browser import dashboard_login, serve_dashboard, watch
+from tests.conftest import PSEUDONYM_KEY, ROOT, copy_demo_ingested
 
 AS_OF = dt.date(2023, 6, 15)
 USER, PASSWORD = "ouhai", "district-password-for-the-test"
-CHROMIUM = "/usr/bin/chromium"
 DEMO_MATCHED = 717  # what `make demo` prints: matched=717
 
 
@@ -57,17 +53,13 @@ class Demo:
 
 
 def build_demo_warehouse(local: Path, validator) -> Path:  # type: ignore[no-untyped-def]
-    """The demo's daily job without Airflow: ingest, e-licence pull, marts."""
+    """The demo's daily job without Airflow, on a copy of the demo drop already ingested
+    (tests/conftest.py's demo_ingested, every bank through process_bank): the e-licence
+    pull, then the marts."""
     url = f"sqlite:///{local / 'warehouse.db'}"
-    upgrade(url)
     settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(local), "GOVBANK_WAREHOUSE_URL": url})
-    drop = build_demo()
-    write_drop(drop, settings.landing_dir)
     ctx = build_context(settings, PSEUDONYM_KEY)
-    ctx.validator_factory = lambda: validator
     try:
-        for bank in drop.banks:
-            process_bank(ctx, bank)
         generated = elicense_data.usages_from_bank_records(
             elicense_data.bank_records_from_warehouse(url), 20230615, elicense_data.parse_now(AS_OF.isoformat())
         )
@@ -81,8 +73,8 @@ def build_demo_warehouse(local: Path, validator) -> Path:  # type: ignore[no-unt
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, validator) -> Demo:  # type: ignore[no-untyped-def]
-    local = tmp_path_factory.mktemp("dash_charts")
+def demo(tmp_path_factory: pytest.TempPathFactory, validator, demo_ingested: Path) -> Demo:  # type: ignore[no-untyped-def]
+    local = copy_demo_ingested(demo_ingested, tmp_path_factory.mktemp("dash_charts") / "local")
     warehouse = build_demo_warehouse(local, validator)
     users_file = local / "users"
     add = subprocess.run(
@@ -107,38 +99,11 @@ def data(demo: Demo):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def dashboard(demo: Demo) -> Iterator[str]:
     """``python -m govbank.dashboard`` on loopback over the demo's warehouse."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVBANK_")}
     env.update(GOVBANK_LOCAL_DIR=str(demo.local), GOVBANK_DASHBOARD_USERS_FILE=str(demo.users_file),
                PYTHONPATH=str(ROOT / "include"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "govbank.dashboard", "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the dashboard did not start"
-            time.sleep(0.2)
+    with serve_dashboard(env) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- the filter rule, no browser
@@ -173,21 +138,6 @@ def test_filters_narrow_the_tables_by_town_bank_and_months(data) -> None:  # typ
 # ---------------------------------------------------------------- Chromium
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    from tests.integration.test_browser import CHROMIUM_ARGS
-
-    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: scripts/system-deps.sh installs it"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def _option(page, chart: str) -> dict:  # type: ignore[no-untyped-def]
     return json.loads(page.locator(f"#{chart}").get_attribute("data-option"))
 
@@ -215,14 +165,8 @@ def test_clicking_a_town_filters_the_other_charts_and_exports_follow(dashboard: 
     context.route("**/*", route)
     page = context.new_page()
     page.set_default_timeout(60_000)
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{dashboard}/")
-    page.wait_for_url("**/login**")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="登录").click()
+    errors = watch(page)
+    dashboard_login(page, dashboard, USER, PASSWORD)
     page.locator("#dashboard[data-ready='1']").wait_for()
 
     # the demo's figures, drawn: 13 towns on the map, every bank's line, 717 matched

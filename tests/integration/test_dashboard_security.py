@@ -15,7 +15,6 @@ import datetime as dt
 import http.client
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -39,27 +38,20 @@ from govbank.domain.errors import ConfigError
 from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
 from govbank.warehouse.db import upgrade
+from tests.browser import dashboard_login, free_port, serve_dashboard, watch
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
 from tests.corpus import elic_row, outlet_row, render
 
 USER, PASSWORD = "ouhai", "district-password-for-the-test"
-CHROMIUM = "/usr/bin/chromium"
 HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_up(base: str, proc: subprocess.Popen | None = None) -> None:
+def _wait_up(base: str) -> None:
+    """Until the Data Docs app (uvicorn in a thread of this process) answers."""
     deadline = time.monotonic() + 60
     while True:
-        if proc is not None:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         try:
-            if requests.get(f"{base}/healthz" if proc else f"{base}/files", timeout=2).status_code < 500:
+            if requests.get(f"{base}/files", timeout=2).status_code < 500:
                 return
         except requests.RequestException:
             pass
@@ -108,24 +100,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, validator) -> Site:  # type: 
 @pytest.fixture(scope="module")
 def dashboard(site: Site) -> Iterator[str]:
     """``python -m govbank.dashboard`` on loopback, as district staff run it."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVBANK_")}
     env.update(
         GOVBANK_LOCAL_DIR=str(site.local),
         GOVBANK_DASHBOARD_USERS_FILE=str(site.users_file),
         PYTHONPATH=str(ROOT / "include"),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "govbank.dashboard", "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(base, proc)
+    with serve_dashboard(env) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +116,7 @@ def data_docs(site: Site) -> Iterator[str]:
     gate = PasswordGate(UserFile(site.users_file).verify)
     engine = make_dashboard_engine(readonly_sqlite_url(site.warehouse))
     app = create_data_docs_app(lambda: site.docs_dir, lambda: engine, gate)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -216,7 +198,7 @@ def test_the_dashboard_no_longer_reads_a_password_from_the_environment(site: Sit
     env = {**os.environ, "GOVBANK_LOCAL_DIR": str(site.local), "PYTHONPATH": str(ROOT / "include"),
            "GOVBANK_DASHBOARD_USER": "ouhai", "GOVBANK_DASHBOARD_PASSWORD": PASSWORD}
     env.pop("GOVBANK_DASHBOARD_USERS_FILE", None)
-    run = subprocess.run([sys.executable, "-m", "govbank.dashboard", "--port", str(_free_port())],
+    run = subprocess.run([sys.executable, "-m", "govbank.dashboard", "--port", str(free_port())],
                          env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "add-user" in run.stderr
 
@@ -381,45 +363,13 @@ def test_every_response_carries_the_security_headers(dashboard: str, data_docs: 
 # ---------------------------------------------------------------- Chromium
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    from tests.integration.test_browser import CHROMIUM_ARGS
-
-    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: scripts/system-deps.sh installs it"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _watch(page) -> list[str]:  # type: ignore[no-untyped-def]
-    """Console errors that Chromium reports for the page (CSP violations among them)."""
-    seen: list[str] = []
-    page.on("console", lambda m: seen.append(m.text) if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: seen.append(str(e)))
-    return seen
-
-
-def _browser_login(page, base: str) -> None:  # type: ignore[no-untyped-def]
-    page.goto(f"{base}/")
-    page.wait_for_url("**/login**")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_url(lambda url: "/login" not in url)
-
-
 @pytest.mark.integration
 def test_pages_pass_their_content_security_policy_in_chromium(dashboard: str, data_docs: str, browser) -> None:  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
     page = context.new_page()
     page.set_default_timeout(60_000)
-    errors = _watch(page)
-    _browser_login(page, dashboard)
+    errors = watch(page)
+    dashboard_login(page, dashboard, USER, PASSWORD)
     page.locator(".tile").first.wait_for()
     assert page.locator("#map .town").count() == 13  # the SVG charts drew
     # the 统计日期 list still submits itself on change (now from dashboard.js, not inline)
@@ -436,8 +386,8 @@ def test_pages_pass_their_content_security_policy_in_chromium(dashboard: str, da
     assert not [e for e in errors if "Content Security Policy" in e or "Refused" in e], errors
 
     # Data Docs: our file list and GX's own pages, inline scripts allowed by hash
-    docs_errors = _watch(page)
-    _browser_login(page, data_docs)
+    docs_errors = watch(page)
+    dashboard_login(page, data_docs, USER, PASSWORD)
     page.goto(f"{data_docs}/files")
     page.locator("a.docs").first.click()
     page.get_by_text("Expectation Validation Result").first.wait_for()
@@ -449,7 +399,7 @@ def test_pages_pass_their_content_security_policy_in_chromium(dashboard: str, da
     assert not csp, csp
     # a page that tries to frame the dashboard is refused by the browser
     outsider = context.new_page()  # about:blank, no policy of its own
-    frame_errors = _watch(outsider)
+    frame_errors = watch(outsider)
     outsider.set_content(f'<iframe src="{dashboard}/login"></iframe>')
     outsider.wait_for_timeout(1500)
     assert any("frame-ancestors 'none'" in e for e in frame_errors), frame_errors

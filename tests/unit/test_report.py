@@ -20,8 +20,7 @@ from govbank.config.settings import Settings
 from govbank.domain.metrics import METRICS
 from govbank.elicense.client import UsageRecord
 from govbank.elicense.pull import upsert_usages
-from govbank.ingest.run import process_bank
-from govbank.orchestration.runtime import build_context, build_marts
+from govbank.orchestration.runtime import build_marts
 from govbank.report import periods_for, write_report, write_reports, yi_yuan
 from govbank.warehouse.db import make_engine, upgrade
 from govbank.warehouse.schema import (
@@ -30,13 +29,13 @@ from govbank.warehouse.schema import (
     mart_reconciliation,
     mart_reconciliation_detail,
 )
-from govbank_dev.demo import DEFAULT_SEED, build_demo, write_drop
+from govbank_dev.demo import DEFAULT_SEED, build_demo
 from govbank_dev.elicense_data import (
     bank_records_from_warehouse,
     parse_now,
     usages_from_bank_records,
 )
-from tests.conftest import PSEUDONYM_KEY
+from tests.conftest import copy_demo_ingested
 
 START, END = dt.date(2023, 1, 1), dt.date(2023, 6, 15)
 FIGURES = ("837笔", "开户208笔", "贷款629笔", "11.87亿元", "10.4亿元", "17台", "283项")
@@ -51,17 +50,13 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, validator):  # type: ignore[no-untyped-def]
-    root = tmp_path_factory.mktemp("report_demo")
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_ingested: Path):  # type: ignore[no-untyped-def]
+    # the demo drop processed by the package (every bank, in code order), a copy of our own
+    root = copy_demo_ingested(demo_ingested, tmp_path_factory.mktemp("report_demo") / "local")
     drop = build_demo()
-    write_drop(drop, root / "landing")
     url = f"sqlite:///{root / 'warehouse.db'}"
-    upgrade(url)
+    upgrade(url)  # already at head: changes nothing
     settings = Settings.from_env({"GOVBANK_LOCAL_DIR": str(root), "GOVBANK_WAREHOUSE_URL": url})
-    ctx = build_context(settings, PSEUDONYM_KEY)
-    ctx.validator_factory = lambda: validator
-    for bank in sorted(drop.banks):
-        process_bank(ctx, bank)
     # the government side, as the demo's reference API serves it (pulled here without HTTP)
     generated = usages_from_bank_records(
         bank_records_from_warehouse(url), seed=DEFAULT_SEED, now=parse_now(str(drop.as_of))
@@ -72,7 +67,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory, validator):  # type: ignore[n
     build_marts(settings, drop.as_of)
     yield Demo(settings, engine, root, generated.expected)
     engine.dispose()
-    ctx.engine.dispose()
 
 
 def _text(demo: Demo, *args: str, monkeypatch: pytest.MonkeyPatch, capsys) -> str:  # type: ignore[no-untyped-def]
