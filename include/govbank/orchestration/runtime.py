@@ -12,6 +12,7 @@ from govbank.marts.build import rebuild_all
 from govbank.orchestration import warm
 from govbank.orchestration.notify import operator_alert
 from govbank.transport import Landing, open_landing
+from govbank.util.arrow_memory import use_preferred_pool
 from govbank.util.clock import today
 from govbank.warehouse.db import make_engine
 
@@ -30,6 +31,8 @@ def contracts_and_problems(settings: Settings) -> tuple[dict[str, BankContract],
 def build_context(
     settings: Settings, pseudonym_key: bytes, landing: Landing | None = None
 ) -> Context:
+    use_preferred_pool()  # Arrow's buffers from jemalloc: flat peak memory (util/arrow_memory)
+
     def validator():  # type: ignore[no-untyped-def]
         # a warm worker's, else built here (great_expectations: seconds to import)
         return warm.validator(settings.expectations_dir, settings.data_docs_dir)

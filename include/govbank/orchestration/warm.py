@@ -60,6 +60,10 @@ def warm_up(settings: Settings | None = None) -> bool:
         import psycopg  # noqa: F401
         import pyarrow  # noqa: F401
         import pyarrow.csv  # noqa: F401
+
+        from govbank.util.arrow_memory import use_preferred_pool
+
+        use_preferred_pool()  # before anything allocates: the tasks inherit it
         import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
         import govbank.ingest.run  # noqa: F401  (every stage a task runs)
