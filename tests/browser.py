@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,6 +69,25 @@ class Offline:
             route.abort()
 
 
+def wait_until_up(
+    url: str, what: str, timeout: float = 60, interval: float = 0.2,
+    alive: Callable[[], str | None] | None = None, up: Callable[[requests.Response], bool] = lambda r: r.ok,
+) -> None:
+    """Poll ``url`` until ``up(response)``; fail naming ``what`` after ``timeout`` s, or as
+    soon as ``alive()`` returns a reason (the server process exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dead = alive() if alive else None
+        assert dead is None, dead
+        try:
+            if up(requests.get(url, timeout=min(5.0, timeout))):
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(interval)
+
+
 def watch(page, kinds: tuple[str, ...] = ("error", "warning")) -> list[str]:  # type: ignore[no-untyped-def]
     """Console messages of these kinds and uncaught errors that Chromium reports for the
     page (CSP violations among them)."""
@@ -113,17 +132,14 @@ def serve_dashboard(env: dict[str, str], interval: float = 0.2) -> Iterator[str]
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
+
+    def alive() -> str | None:
+        if proc.poll() is None:
+            return None
+        return proc.stdout.read() if proc.stdout else "the dashboard exited"
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the dashboard did not start"
-            time.sleep(interval)
+        wait_until_up(f"{base}/healthz", "the dashboard", interval=interval, alive=alive)
         yield base
     finally:
         proc.terminate()

@@ -36,6 +36,7 @@ import yaml
 
 from govbank.config.connections import CONNECTION_IDS, CONNECTIONS
 from tests import background
+from tests.browser import wait_until_up
 from tests.conftest import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -1029,16 +1030,10 @@ def fab_roles_checked(tmp_path: Path) -> None:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert server.poll() is None, "the API server exited"
-            try:
-                if requests.get(f"{base}/api/v2/monitor/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "the API server did not start"
-            time.sleep(2)
+        wait_until_up(
+            f"{base}/api/v2/monitor/health", "the API server", timeout=300, interval=2,
+            alive=lambda: None if server.poll() is None else "the API server exited",
+        )
 
         def session(user: str) -> requests.Session:
             r = requests.post(f"{base}/auth/token", json={"username": user, "password": passwords[user]}, timeout=30)

@@ -38,7 +38,7 @@ from govbank.domain.errors import ConfigError
 from govbank.ingest.run import process_bank
 from govbank.orchestration.runtime import build_context, build_marts
 from govbank.warehouse.db import upgrade
-from tests.browser import dashboard_login, free_port, serve_dashboard, watch
+from tests.browser import dashboard_login, free_port, serve_dashboard, wait_until_up, watch
 from tests.conftest import PSEUDONYM_KEY, ROOT, drop_file
 from tests.corpus import elic_row, outlet_row, render
 
@@ -48,15 +48,7 @@ HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options
 
 def _wait_up(base: str) -> None:
     """Until the Data Docs app (uvicorn in a thread of this process) answers."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{base}/files", timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, f"{base} did not start"
-        time.sleep(0.2)
+    wait_until_up(f"{base}/files", base, up=lambda r: r.status_code < 500)
 
 
 @dataclass
