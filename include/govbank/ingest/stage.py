@@ -71,8 +71,8 @@ def staged_columns(
 def staged_later(
     spec: DatasetSpec, chunk: NormalisedChunk, good: np.ndarray, bank_code: str, pseudonym_key: bytes
 ) -> Callable[[], pa.Table]:
-    """:func:`staged_columns` to be built by the writing thread, off the thread that runs GX
-    (the HMACs of the pseudonyms are a good share of a chunk's Python time)."""
+    """:func:`staged_columns` to be built later, off the thread that runs GX (the HMACs of
+    the pseudonyms are a good share of a chunk's Python time)."""
     return lambda: staged_columns(spec, chunk, good, bank_code, pseudonym_key)
 
 
@@ -332,8 +332,8 @@ class Staging:
         self.early = early_factory(conn, self.table, tag, constants) if early_factory else None
 
     def submit(self, keys: pa.Table, data: Callable[[], pa.Table]) -> None:
-        """Stage a chunk's keys and good rows (behind, on PostgreSQL); ``data`` builds the rows
-        in the writing thread, off the thread that runs GX."""
+        """Stage a chunk's keys and good rows (behind, on PostgreSQL); ``data`` builds the rows,
+        on PostgreSQL in a thread of their own beside the writer's."""
         target = self.early.batch if self.early is not None else self.table
         self.writer.submit(self._write, keys, target, self._prepare.submit(data) if self._prepare else data)
 

@@ -14,8 +14,6 @@ import os
 
 log = logging.getLogger(__name__)
 
-PREFERRED = "jemalloc"
-
 
 def use_preferred_pool() -> str:
     """Make jemalloc Arrow's default pool (unless the environment chose one); its name."""
