@@ -21,9 +21,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "${AIRFLOW[@]}" roles import "$HERE/fab-roles.json"
 
 created="$("${AIRFLOW[@]}" users create --role Admin --username "$AIRFLOW_ADMIN_USER" \
-    --password "$AIRFLOW_ADMIN_PASSWORD" --firstname govbank --lastname admin \
+    --password="$AIRFLOW_ADMIN_PASSWORD" --firstname govbank --lastname admin \
     --email "${AIRFLOW_ADMIN_USER}@localhost")"
 echo "$created"
 if [[ "$created" == *"already exists"* ]]; then
-    "${AIRFLOW[@]}" users reset-password --username "$AIRFLOW_ADMIN_USER" --password "$AIRFLOW_ADMIN_PASSWORD"
+    "${AIRFLOW[@]}" users reset-password --username "$AIRFLOW_ADMIN_USER" --password="$AIRFLOW_ADMIN_PASSWORD"
 fi

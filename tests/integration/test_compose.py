@@ -1007,7 +1007,7 @@ def fab_roles_checked(tmp_path: Path) -> None:
         GOVBANK_LOCAL_DIR=str(tmp_path / "local"),
         GOVBANK_PSEUDONYM_KEY=secrets.token_hex(16),
         AIRFLOW_ADMIN_USER="admin",
-        AIRFLOW_ADMIN_PASSWORD=secrets.token_urlsafe(12),
+        AIRFLOW_ADMIN_PASSWORD="-" + secrets.token_urlsafe(12),  # a leading "-" once broke the script
     )
 
     def run(*args: str) -> str:
@@ -1018,10 +1018,11 @@ def fab_roles_checked(tmp_path: Path) -> None:
     run("airflow", "db", "migrate")
     run("python", "-m", "govbank", "migrate")
     run("bash", str(AIRFLOW_ROLES))
-    passwords = {"district": secrets.token_urlsafe(12), "engineer": secrets.token_urlsafe(12)}
+    # a password may start with "-": given as --password=..., not taken for an option
+    passwords = {"district": "-" + secrets.token_urlsafe(12), "engineer": secrets.token_urlsafe(12)}
     for user, role in (("district", "govbank_viewer"), ("engineer", "govbank_engineer")):
-        run("airflow", "users", "create", "--role", role, "--username", user, "--password",
-            passwords[user], "--firstname", user, "--lastname", "govbank", "--email", f"{user}@localhost")  # fmt: skip
+        run("airflow", "users", "create", "--role", role, "--username", user, f"--password={passwords[user]}",
+            "--firstname", user, "--lastname", "govbank", "--email", f"{user}@localhost")  # fmt: skip
     run("airflow", "dags", "reserialize")
     port = free_port()
     server = subprocess.Popen(
