@@ -991,6 +991,8 @@ class Bench:
         for schema in (DLT_DATASET, f"{DLT_DATASET}_staging"):
             self.psql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         env = {**self.env, "DLT_DATA_DIR": str(DATA / "dlt"), "RUNTIME__DLTHUB_TELEMETRY": "false",
+               # not a warning per Arrow batch that its schema hints differ from the declared ones
+               "RUNTIME__LOG_LEVEL": "ERROR",
                "AIRFLOW_HOME": str(DATA / "dlt" / "airflow_home")}  # where dlt's Airflow probe looks
         # dlt insists on a password; trust authentication ignores it
         auth = f"{self.args.pg_user}:{os.environ.get('PGPASSWORD', 'unused')}@{self.args.pg_host}:{self.args.pg_port}"
