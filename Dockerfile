@@ -17,9 +17,9 @@ RUN uv-lock export --project /opt/airflow/src --frozen --no-dev --no-hashes --no
 # govbank itself, built into a wheel and installed without touching the dependencies.
 COPY --chown=airflow:0 include/govbank/ /opt/airflow/src/include/govbank/
 COPY --chown=airflow:0 expectations/ /opt/airflow/src/expectations/
-RUN uv-lock build --wheel --out-dir /tmp/dist /opt/airflow/src \
-    && uv pip install --no-cache --no-deps /tmp/dist/govbank-*.whl \
-    && rm -rf /tmp/dist
+RUN uv-lock build --wheel --out-dir /opt/airflow/src/dist /opt/airflow/src \
+    && uv pip install --no-cache --no-deps /opt/airflow/src/dist/govbank-*.whl \
+    && rm -rf /opt/airflow/src/dist
 
 # The district's configuration: the banks' contracts (the compose stack mounts them).
 COPY --chown=airflow:0 include/contracts/ /opt/airflow/include/contracts/
@@ -32,17 +32,17 @@ ENV AIRFLOW__CORE__LOAD_EXAMPLES=False \
 
 # Created here so that a named volume mounted on it starts owned by the airflow user.
 RUN mkdir -p /opt/airflow/govbank /opt/airflow/auth \
-    && cd /tmp && python -c "import airflow.providers.sftp, airflow.providers.celery, govbank.config.contracts, govbank.orchestration.workers; from govbank.domain.reference import towns; assert towns()"
+    && cd / && python -c "import airflow.providers.sftp, airflow.providers.celery, govbank.config.contracts, govbank.orchestration.workers; from govbank.domain.reference import towns; assert towns()"
 
 
 # The reference e-licence usage API for the compose stack: the govbank image plus the
 # dev package govbank_dev (the runtime image does not carry it).
 FROM govbank AS elicense-api
 COPY --chown=airflow:0 tools/govbank_dev/ /opt/airflow/src/tools/govbank_dev/
-RUN uv-lock build --wheel --out-dir /tmp/dist /opt/airflow/src/tools/govbank_dev \
-    && uv pip install --no-cache --no-deps /tmp/dist/govbank_dev-*.whl \
-    && rm -rf /tmp/dist \
-    && cd /tmp && python -c "import govbank_dev.elicense_server"
+RUN uv-lock build --wheel --out-dir /opt/airflow/src/dist /opt/airflow/src/tools/govbank_dev \
+    && uv pip install --no-cache --no-deps /opt/airflow/src/dist/govbank_dev-*.whl \
+    && rm -rf /opt/airflow/src/dist \
+    && cd / && python -c "import govbank_dev.elicense_server"
 
 
 # The default target is the runtime image.
