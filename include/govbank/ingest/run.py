@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,7 @@ from govbank.ingest.read import (
     read_delimited,
     read_delimited_fast,
 )
-from govbank.ingest.stage import Staging, keys_of, staged_later
+from govbank.ingest.stage import Staging, keys_of, staged_columns
 from govbank.ingest.xlsx import read_xlsx
 from govbank.transport import EntryChanged, RemoteFile
 from govbank.util.clock import now
@@ -72,7 +73,6 @@ from govbank.util.concurrency import Prefetch
 from govbank.util.text import log_safe
 
 if TYPE_CHECKING:
-
     from govbank.ingest.read import CellChunk
 
 __all__ = ["Context", "FileOutcome", "FilesFailed", "process_bank", "process_file"]
@@ -275,16 +275,14 @@ def _check_and_stage(
     result of a batch holds every failing row, and a file of bad rows is not worth the speed.
     """
     pending: list[NormalisedChunk] = []
-    # the first batches are smaller, so GX starts after the first chunk instead of waiting
-    # for a whole batch to be read, then grow to ``gx_rows``
-    batch_rows = [min(ctx.chunk_rows, ctx.gx_rows)]
+    batch_rows = [min(ctx.chunk_rows, ctx.gx_rows)]  # one chunk first (GX starts early), doubling
 
     def flush(small: bool = False) -> None:
         batches = [[p] for c in pending for p in pieces(c, max(1, checks.keep))] if small else [pending]
         for batch in batches:
             for chunk, good in checks.check_batch(batch):
-                staging.submit(keys_of(chunk, spec.key_field), staged_later(
-                    spec, chunk, good, fname.bank_code, ctx.pseudonym_key))
+                rows = partial(staged_columns, spec, chunk, good, fname.bank_code, ctx.pseudonym_key)
+                staging.submit(keys_of(chunk, spec.key_field), rows)  # rows built off the GX thread
                 checks.rows_loaded += int(good.sum())
         staging.end_batch()
         pending.clear()

@@ -68,14 +68,6 @@ def staged_columns(
     return pa.table(out)
 
 
-def staged_later(
-    spec: DatasetSpec, chunk: NormalisedChunk, good: np.ndarray, bank_code: str, pseudonym_key: bytes
-) -> Callable[[], pa.Table]:
-    """:func:`staged_columns` to be built later, off the thread that runs GX (the HMACs of
-    the pseudonyms are a good share of a chunk's Python time)."""
-    return lambda: staged_columns(spec, chunk, good, bank_code, pseudonym_key)
-
-
 def keys_of(chunk: NormalisedChunk, key_field: str) -> pa.Table:
     """Each row's key and line, for the file-wide duplicate check."""
     import pyarrow as pa
